@@ -1,0 +1,309 @@
+"""``weaklabels`` command line.
+
+    weaklabels convert {voc,coco,hf} --to {tags,boxes,points,scribbles} [--root R] [--out DIR] ...
+    weaklabels show DIR [--index I | --id ID] [--out overlay.png]
+    weaklabels stats DIR [--csv FILE]
+    weaklabels sample shapes --out DIR [--num-images N] [--seed S]
+
+Exit codes:
+    0  success
+    1  unexpected internal error (a bug: please report it)
+    2  bad command line
+    3  finished, but some items were skipped (--on-error skip; see errors.json)
+    4  input data error (the message names the file and item); nothing was completed
+    5  output folder refused (not empty without --overwrite)
+    130 interrupted; run the same command again to resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from weaklabels import __version__
+from weaklabels.errors import MissingFileError, OutputExistsError, SchemaError, WeaklabelsError
+from weaklabels.types import WEAK_KINDS
+
+EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_SKIPPED, EXIT_DATA, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+
+log = logging.getLogger("weaklabels")
+
+
+def _progress_bar(total: int, quiet: bool, desc: str):
+    """A tqdm bar on stderr, or a no-op when quiet or stderr is not a terminal."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True)
+
+
+# --------------------------------------------------------------------------- convert
+
+
+def _sources(args) -> dict:
+    from weaklabels.sources import read_coco, read_hf, read_voc
+    from weaklabels.sources.bundled import bundled_coco, bundled_voc
+
+    splits = [s for s in args.split.split(",") if s]
+    if args.dataset == "voc":
+        root = args.root or bundled_voc()
+        return {s: read_voc(root, s, masks=args.masks) for s in splits}
+    if args.dataset == "coco":
+        out = {}
+        for s in splits:
+            if args.annotations is None:
+                if args.root is not None:
+                    raise SchemaError("coco: --root names the image folder; also give --annotations FILE")
+                ann, root = bundled_coco(s)
+                if not ann.exists():
+                    raise MissingFileError(f"the bundled sample has no COCO split {s!r}; it has train and val")
+            else:
+                ann, root = Path(args.annotations), args.root
+            out[s] = read_coco(ann, root, split=s)
+        if args.annotations is not None and len(splits) > 1:
+            raise SchemaError("coco: one --annotations file holds one split; convert splits one at a time")
+        return out
+    if args.root is None:
+        raise SchemaError("hf: --root is required (a hub id such as user/name, or a local path)")
+    names = args.class_names.split(",") if args.class_names else None
+    return {s: read_hf(args.root, s, image_column=args.image_column, mask_column=args.mask_column,
+                       instance_column=args.instance_column, id_column=args.id_column,
+                       class_names=names, classes_column=args.classes_column) for s in splits}
+
+
+def cmd_convert(args) -> int:
+    from weaklabels.convert import ConvertOptions, convert
+
+    options = ConvertOptions(kind=args.to, seed=args.seed, format=args.format, gt=args.gt,
+                             shard_size=args.shard_size, min_pixels=args.min_pixels,
+                             min_area=args.min_area, connectivity=args.connectivity)
+    if args.quiet or not sys.stderr.isatty():
+        import datasets
+
+        datasets.disable_progress_bars()
+    sources = _sources(args)
+    total = sum(len(s) for s in sources.values())
+    out = Path(args.out) if args.out else Path(f"weaklabels-{args.dataset}-{args.to}")
+    bar = _progress_bar(total, args.quiet, f"{args.dataset} -> {args.to}")
+    command = "weaklabels " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        result = convert(sources, out, options, num_proc=args.num_proc, on_error=args.on_error,
+                         overwrite=args.overwrite, progress=bar.update if bar else None, command=command)
+    finally:
+        if bar:
+            bar.close()
+    if not args.quiet:
+        print(result.summary.table(result.vocabulary))
+        print(f"wrote {result.summary.num_images:,} images to {out} in {result.seconds:.1f} s"
+              + (f" (resumed {result.resumed_shards} shard(s))" if result.resumed_shards else ""))
+    if result.errors:
+        reasons = {}
+        for e in result.errors:
+            reasons.setdefault(e["message"].split(": ")[-1][:80], 0)
+            reasons[e["message"].split(": ")[-1][:80]] += 1
+        top = "; ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])[:3])
+        print(f"skipped {len(result.errors):,} of {total:,}: {top} (details: {out / 'errors.json'})",
+              file=sys.stderr)
+        return EXIT_SKIPPED
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- show / stats
+
+
+def _open_converted(path: Path):
+    from weaklabels.types import Vocabulary
+
+    vocab_file = path / "vocabulary.json"
+    if not vocab_file.is_file():
+        raise MissingFileError(f"{path} is not a converted dataset (no vocabulary.json)")
+    return Vocabulary.load(vocab_file)
+
+
+def cmd_show(args) -> int:
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from weaklabels.sources.files import read_label_png, read_rgb
+
+    path = Path(args.dataset)
+    voc = _open_converted(path)
+    files = sorted((path / "data").glob(f"{args.split}-*.parquet"))
+    if not files:
+        raise MissingFileError(f"{path}: no parquet shard for split {args.split!r}")
+    row = None
+    seen = 0
+    for f in files:
+        t = pq.read_table(f)
+        ids = t.column("image_id").to_pylist()
+        if args.id is not None and args.id in ids:
+            row = t.slice(ids.index(args.id), 1).to_pylist()[0]
+            break
+        if args.id is None and args.index < seen + len(ids):
+            row = t.slice(args.index - seen, 1).to_pylist()[0]
+            break
+        seen += len(ids)
+    if row is None:
+        raise SchemaError(f"{path}: no item {args.id if args.id is not None else args.index} in split {args.split!r}")
+    rec = f"image {row['image_id']!r}"
+    weak = read_label_png(row["weak_label"]["bytes"], rec)
+    h, w = weak.shape
+    base = read_rgb(row["image"]["bytes"], rec) if row.get("image") else np.full((h, w, 3), 128, np.uint8)
+    pal = np.asarray(voc.palette(), np.uint8).reshape(256, 3)
+    colour = pal[weak]
+    alpha = np.where((weak < len(voc))[..., None], 0.6, 0.0)
+    alpha[weak == voc.ignore] = 0.3
+    over = (base * (1 - alpha) + colour * alpha).astype(np.uint8)
+    im = Image.fromarray(over)
+    from PIL import ImageDraw
+
+    d = ImageDraw.Draw(im)
+    for b in row["boxes"]:
+        d.rectangle((b["x0"], b["y0"], b["x1"] - 1, b["y1"] - 1), outline=tuple(int(v) for v in pal[b["label"]]))
+        d.text((b["x0"] + 2, b["y0"] + 1), voc.names[b["label"]], fill=(255, 255, 255))
+    for p in row["points"]:
+        x, y = p["x"], p["y"]
+        d.ellipse((x - 3, y - 3, x + 3, y + 3), outline=(255, 255, 255), fill=tuple(int(v) for v in pal[p["label"]]))
+    tags = ", ".join(voc.names[t] for t in row["tags"]) or "(none)"
+    d.text((4, 4), f"{row['image_id']}: {tags}", fill=(255, 255, 255))
+    out = Path(args.out or f"{row['image_id']}_overlay.png")
+    im.save(out)
+    print(out)
+    return EXIT_OK
+
+
+def cmd_stats(args) -> int:
+    from weaklabels.stats import Summary
+
+    path = Path(args.dataset)
+    voc = _open_converted(path)
+    sfile = path / "summary.json"
+    if not sfile.is_file():
+        raise MissingFileError(f"{path}: no summary.json; was the conversion completed?")
+    summary = Summary.from_dict(json.loads(sfile.read_text()))
+    print(summary.table(voc))
+    csv_path = Path(args.csv) if args.csv else path / "stats.csv"
+    summary.write_csv(csv_path, voc)
+    print(f"wrote {csv_path}")
+    return EXIT_OK
+
+
+def cmd_sample(args) -> int:
+    from weaklabels.sources.shapes import shapes_vocabulary, write_shapes
+    from weaklabels.types import Vocabulary
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise OutputExistsError(f"--out {out} is not empty; pass --overwrite to write into it")
+    voc = Vocabulary.voc() if args.classes == "voc" else shapes_vocabulary(int(args.classes))
+    bar = _progress_bar(args.num_images, args.quiet, "shapes")
+    root = write_shapes(out, args.num_images, args.seed, height=args.height, width=args.width,
+                        vocabulary=voc, boundary=args.boundary,
+                        on_progress=(lambda n: bar.update(1)) if bar else None)
+    if bar:
+        bar.close()
+    if not args.quiet:
+        print(f"wrote {args.num_images} scenes to {root} (COCO JSON in {out / 'annotations'})")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="weaklabels", description="Weak labels for semantic segmentation.",
+                                epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 items skipped, "
+                                       "4 data error, 5 output refused, 130 interrupted (rerun to resume).")
+    p.add_argument("--version", action="version", version=f"weaklabels {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="derive weak labels from a fully annotated dataset and write them")
+    c.add_argument("dataset", choices=("voc", "coco", "hf"))
+    c.add_argument("--to", required=True, choices=WEAK_KINDS, help="kind of weak label to produce")
+    c.add_argument("--root", help="voc: devkit folder; coco: image folder; hf: hub id or local path "
+                                  "(default for voc / coco: the bundled sample)")
+    c.add_argument("--annotations", help="coco: the instances JSON file")
+    c.add_argument("--split", default="train", help="split name(s), comma-separated (default: train)")
+    c.add_argument("--out", help="output folder (default: ./weaklabels-DATASET-KIND)")
+    c.add_argument("--format", default="hf", choices=("hf", "voc"),
+                   help="hf: parquet shards + dataset card (default); voc: PNGs + list file")
+    c.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+    c.add_argument("--num-proc", type=int, default=1, help="worker processes (default 1)")
+    c.add_argument("--overwrite", action="store_true", help="replace a previous output in --out")
+    c.add_argument("--on-error", default="fail", choices=("fail", "skip"),
+                   help="fail: stop at the first bad item; skip: list it in errors.json and go on")
+    c.add_argument("--gt", default="auto", choices=("auto", "always", "never"),
+                   help="store the full mask as 'gt' (auto: evaluation splits only)")
+    c.add_argument("--shard-size", type=int, default=256, help="images per parquet shard")
+    c.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    g = c.add_argument_group("protocol options")
+    g.add_argument("--min-pixels", type=int, default=1, help="tags: pixels a class needs to be a tag")
+    g.add_argument("--min-area", type=int, default=10, help="boxes from components: smallest area, px")
+    g.add_argument("--connectivity", type=int, default=8, choices=(4, 8), help="boxes from components")
+    v = c.add_argument_group("voc options")
+    v.add_argument("--masks", default="auto", choices=("auto", "SegmentationClass", "SegmentationClassAug", "none"))
+    h = c.add_argument_group("hf options")
+    h.add_argument("--image-column", default="image")
+    h.add_argument("--mask-column", default="annotation")
+    h.add_argument("--instance-column")
+    h.add_argument("--id-column")
+    h.add_argument("--class-names", help="comma-separated class names, index order")
+    h.add_argument("--classes-column", help="the ClassLabel column holding class names")
+    c.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("show", help="render an overlay PNG of a converted sample")
+    s.add_argument("dataset", help="a folder written by weaklabels convert")
+    s.add_argument("--split", default="train")
+    s.add_argument("--index", type=int, default=0)
+    s.add_argument("--id", help="image id (instead of --index)")
+    s.add_argument("--out", help="PNG to write (default: ID_overlay.png)")
+    s.set_defaults(func=cmd_show)
+
+    t = sub.add_parser("stats", help="print a converted dataset's per-class summary and write it as CSV")
+    t.add_argument("dataset")
+    t.add_argument("--csv", help="CSV path (default: DATASET/stats.csv)")
+    t.set_defaults(func=cmd_stats)
+
+    m = sub.add_parser("sample", help="generate sample data")
+    msub = m.add_subparsers(dest="generator", required=True)
+    sh = msub.add_parser("shapes", help="textured shapes scenes in the VOC layout (+ COCO JSON)")
+    sh.add_argument("--out", required=True)
+    sh.add_argument("--num-images", type=int, default=100)
+    sh.add_argument("--seed", type=int, default=0)
+    sh.add_argument("--height", type=int, default=96)
+    sh.add_argument("--width", type=int, default=128)
+    sh.add_argument("--classes", default="5", help="number of shape classes, or 'voc' for the 21 VOC classes")
+    sh.add_argument("--boundary", action="store_true", help="mark a 1-px void (255) band along object edges")
+    sh.add_argument("--overwrite", action="store_true")
+    sh.add_argument("--quiet", action="store_true")
+    sh.set_defaults(func=cmd_sample)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OutputExistsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_OUTPUT
+    except WeaklabelsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DATA
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""The conversion pipeline: source -> Sample -> synthesis -> raster -> writer.
+
+Work is cut into shards of consecutive items; each shard is converted and
+written by one process, so ``num_proc`` workers write in parallel and the
+output does not depend on ``num_proc`` (randomness is keyed by image id).
+
+Output folder life cycle:
+
+1. ``.weaklabels.json`` is written first with ``"status": "running"`` and the
+   run's fingerprint (source, kind, options).
+2. Shards go to ``.partial/`` under temporary names, renamed when complete,
+   each with a ``.json`` of its statistics and skipped items.
+3. When every shard is done, shards move into place and ``vocabulary.json``,
+   ``stats.csv``, ``errors.json`` and the dataset card ``README.md`` are
+   written; the marker then says ``"complete"``.
+
+A run that stops early leaves only ``.partial/`` and the marker: nothing that
+looks like a finished dataset. Running the same command again resumes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from weaklabels.errors import OutputExistsError, SchemaError, WeaklabelsError
+from weaklabels.raster import rasterize
+from weaklabels.sources.base import Source
+from weaklabels.stats import Summary
+from weaklabels.synth import synthesize
+from weaklabels.types import SCHEMA_VERSION, WEAK_KINDS, Sample, Vocabulary
+from weaklabels.writers import WRITERS, Converted
+from weaklabels.writers.card import render_card
+
+log = logging.getLogger(__name__)
+
+MARKER = ".weaklabels.json"
+PARTIAL = ".partial"
+EVAL_SPLITS = ("val", "valid", "validation", "test", "minival", "eval")
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything that decides what a conversion writes.
+
+    ``gt``: ``auto`` stores the full mask for evaluation splits only (split
+    names starting with one of ``EVAL_SPLITS``), ``always`` / ``never`` force it.
+    """
+
+    kind: str
+    seed: int = 0
+    format: str = "hf"
+    gt: str = "auto"
+    shard_size: int = 256
+    min_pixels: int = 1          # tags: pixels a class needs to count as present
+    min_area: int = 10           # boxes from components: smallest kept component, pixels
+    connectivity: int = 8        # boxes from components: 4 or 8
+    point_radius: float = 0.0    # points: disc radius in the weak label map
+
+    def __post_init__(self) -> None:
+        if self.kind not in WEAK_KINDS:
+            raise SchemaError(f"kind={self.kind!r}; expected one of {', '.join(WEAK_KINDS)}")
+        if self.format not in WRITERS:
+            raise SchemaError(f"format={self.format!r}; expected one of {', '.join(WRITERS)}")
+        if self.gt not in ("auto", "always", "never"):
+            raise SchemaError(f"gt={self.gt!r}; expected auto, always or never")
+        if self.shard_size < 1:
+            raise SchemaError(f"shard_size={self.shard_size}; expected >= 1")
+
+    def with_gt(self, split: str) -> bool:
+        if self.gt != "auto":
+            return self.gt == "always"
+        return split.lower().startswith(EVAL_SPLITS)
+
+    def synth_options(self) -> dict:
+        if self.kind == "tags":
+            return {"min_pixels": self.min_pixels}
+        if self.kind == "boxes":
+            return {"min_area": self.min_area, "connectivity": self.connectivity}
+        return {}
+
+
+@dataclass
+class ConvertResult:
+    out: Path
+    summary: Summary
+    vocabulary: Vocabulary
+    errors: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_shards: int = 0
+
+
+def convert_sample(sample: Sample, options: ConvertOptions, with_gt: bool) -> Converted:
+    """One item through synthesis and rasterisation (pure; no files)."""
+    weak = synthesize(sample, options.kind, seed=options.seed, **options.synth_options())
+    label = rasterize(weak, options.kind, point_radius=options.point_radius)
+    gt = sample.semantic.array if (with_gt and sample.semantic is not None) else None
+    return Converted(weak.replace(semantic=None, instances=None), options.kind, label, gt=gt)
+
+
+# --------------------------------------------------------------------------- workers
+
+_STATE: dict = {}
+
+
+def _init_worker(sources: dict[str, Source], options: ConvertOptions, partial: Path, on_error: str) -> None:
+    _STATE.update(sources=sources, options=options, partial=partial, on_error=on_error)
+
+
+def _shard_stats_path(partial: Path, split: str, shard: int) -> Path:
+    return partial / "shards" / f"{split}-{shard:05d}.json"
+
+
+def _run_shard(task: tuple[str, int, int, int, int]) -> tuple[str, int, int]:
+    """Convert and write items ``[start, stop)`` of ``split``; returns (split, shard, n items)."""
+    split, shard, num_shards, start, stop = task
+    source: Source = _STATE["sources"][split]
+    options: ConvertOptions = _STATE["options"]
+    partial: Path = _STATE["partial"]
+    on_error: str = _STATE["on_error"]
+    with_gt = options.with_gt(split)
+    summary = Summary(len(source.vocabulary))
+    items: list[Converted] = []
+    errors: list[dict] = []
+    for i in range(start, stop):
+        try:
+            item = convert_sample(source[i], options, with_gt)
+        except Exception as err:  # noqa: BLE001 - every failure is reported with its item
+            iid = _safe_id(source, i)
+            if on_error == "fail":
+                if isinstance(err, WeaklabelsError):
+                    raise
+                raise WeaklabelsError(f"{split} item {i} ({iid}): {type(err).__name__}: {err}") from err
+            errors.append({"split": split, "index": i, "image_id": iid,
+                           "error": type(err).__name__, "message": str(err)})
+            summary.skipped += 1
+            continue
+        summary.add(item.sample, options.kind, item.weak_label)
+        items.append(item)
+    writer = _make_writer(options, source.vocabulary, _STATE["sources"])
+    writer.write_shard(partial, split, shard, num_shards, items)
+    stats = _shard_stats_path(partial, split, shard)
+    stats.parent.mkdir(parents=True, exist_ok=True)
+    tmp = stats.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"summary": summary.to_dict(), "errors": errors}))
+    os.replace(tmp, stats)
+    return split, shard, stop - start
+
+
+def _safe_id(source: Source, i: int) -> str:
+    try:
+        return source.image_id(i)
+    except Exception:  # noqa: BLE001 - the id itself may be the broken part
+        return f"#{i}"
+
+
+def _make_writer(options: ConvertOptions, vocabulary: Vocabulary, sources: dict[str, Source]):
+    return WRITERS[options.format](vocabulary, options.kind, {s: options.with_gt(s) for s in sources})
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def fingerprint(sources: dict[str, Source], options: ConvertOptions) -> str:
+    d = {"schema_version": SCHEMA_VERSION, "options": asdict(options),
+         "sources": {k: s.describe() for k, s in sources.items()},
+         "sizes": {k: len(s) for k, s in sources.items()}}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _prepare_out(out: Path, fp: str, overwrite: bool) -> bool:
+    """Make ``out`` ready; return True when resuming an interrupted run of the same fingerprint."""
+    marker = out / MARKER
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        state = None
+        if marker.is_file():
+            try:
+                state = json.loads(marker.read_text())
+            except json.JSONDecodeError:
+                state = None
+        if overwrite:
+            if state is None:
+                raise OutputExistsError(
+                    f"--out {out} is not empty and was not written by weaklabels (no {MARKER}); "
+                    f"refusing to delete it even with --overwrite: remove it yourself")
+            shutil.rmtree(out)
+        elif state and state.get("status") == "running" and state.get("fingerprint") == fp:
+            return True
+        elif state and state.get("status") == "running":
+            raise OutputExistsError(
+                f"--out {out} holds an interrupted conversion with other settings "
+                f"(fingerprint {state.get('fingerprint')} != {fp}); pass --overwrite to start again")
+        else:
+            raise OutputExistsError(f"--out {out} is not empty; pass --overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    return False
+
+
+def _write_marker(out: Path, status: str, fp: str, extra: dict) -> None:
+    tmp = out / (MARKER + ".tmp")
+    tmp.write_text(json.dumps({"status": status, "fingerprint": fp, **extra}, indent=2) + "\n")
+    os.replace(tmp, out / MARKER)
+
+
+def plan_shards(sources: dict[str, Source], shard_size: int) -> list[tuple[str, int, int, int, int]]:
+    tasks = []
+    for split, src in sources.items():
+        n = len(src)
+        num = max(1, -(-n // shard_size))
+        for k in range(num):
+            tasks.append((split, k, num, k * shard_size, min(n, (k + 1) * shard_size)))
+    return tasks
+
+
+def convert(sources: dict[str, Source], out: str | Path, options: ConvertOptions, *,
+            num_proc: int = 1, on_error: str = "fail", overwrite: bool = False,
+            progress: Callable[[int], None] | None = None, command: str | None = None) -> ConvertResult:
+    """Convert every split of ``sources`` into ``out``.
+
+    ``progress(n)`` is called with the number of items finished after each shard.
+    Raises the first item's error under ``on_error="fail"``; under ``"skip"``
+    failed items are listed in ``errors.json`` and the summary.
+    """
+    if on_error not in ("fail", "skip"):
+        raise SchemaError(f"on_error={on_error!r}; expected fail or skip")
+    if not sources:
+        raise SchemaError("no split to convert")
+    vocabs = {s: src.vocabulary for s, src in sources.items()}
+    vocabulary = next(iter(vocabs.values()))
+    if any(v != vocabulary for v in vocabs.values()):
+        raise SchemaError(f"splits disagree on the vocabulary: {sorted(vocabs)}")
+    out = Path(out)
+    t0 = time.perf_counter()
+    fp = fingerprint(sources, options)
+    resumed = _prepare_out(out, fp, overwrite)
+    partial = out / PARTIAL
+    partial.mkdir(exist_ok=True)
+    _write_marker(out, "running", fp, {"options": asdict(options),
+                                       "sources": {k: s.describe() for k, s in sources.items()}})
+
+    load_errors = []
+    for split, src in sources.items():
+        for record, message in src.load_errors():
+            if on_error == "fail":
+                raise SchemaError(message)
+            load_errors.append({"split": split, "index": None, "image_id": record,
+                                "error": "SourceError", "message": message})
+
+    writer = _make_writer(options, vocabulary, sources)
+    tasks = plan_shards(sources, options.shard_size)
+    todo = []
+    done_before = 0
+    for t in tasks:
+        if writer.shard_done(partial, t[0], t[1], t[2]) and _shard_stats_path(partial, t[0], t[1]).is_file():
+            done_before += 1
+            if progress:
+                progress(t[4] - t[3])
+        else:
+            todo.append(t)
+    if resumed:
+        log.info("resuming %s: %d of %d shards already written", out, done_before, len(tasks))
+
+    if num_proc <= 1 or len(todo) <= 1:
+        _init_worker(sources, options, partial, on_error)
+        for t in todo:
+            _run_shard(t)
+            if progress:
+                progress(t[4] - t[3])
+    else:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(min(num_proc, len(todo)), initializer=_init_worker,
+                      initargs=(sources, options, partial, on_error)) as pool:
+            for _split, _shard, n in pool.imap_unordered(_run_shard, todo):
+                if progress:
+                    progress(n)
+
+    # Every shard is on disk: gather statistics, then move the data into place.
+    summary = Summary(len(vocabulary))
+    errors = list(load_errors)
+    for split, shard, *_ in tasks:
+        d = json.loads(_shard_stats_path(partial, split, shard).read_text())
+        summary = summary.merge(Summary.from_dict(d["summary"]))
+        errors.extend(d["errors"])
+    summary.skipped = sum(1 for e in errors if e["index"] is not None)
+    data_files = writer.finalize(partial, out, {s: len(src) for s, src in sources.items()})
+    vocabulary.save(out / "vocabulary.json")
+    summary.write_csv(out / "stats.csv", vocabulary)
+    (out / "errors.json").write_text(json.dumps(errors, indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary.to_dict()) + "\n")
+    if options.format == "hf":
+        card = render_card(vocabulary=vocabulary, options=options, summary=summary, data_files=data_files,
+                           sources={k: s.describe() for k, s in sources.items()},
+                           num_errors=len(errors), command=command)
+        (out / "README.md").write_text(card)
+    shutil.rmtree(partial, ignore_errors=True)
+    _write_marker(out, "complete", fp, {"options": asdict(options),
+                                        "sources": {k: s.describe() for k, s in sources.items()},
+                                        "data_files": data_files})
+    return ConvertResult(out, summary, vocabulary, errors, time.perf_counter() - t0, done_before)

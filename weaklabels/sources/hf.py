@@ -1,0 +1,169 @@
+"""HuggingFace ``datasets`` reader.
+
+``root`` is a hub id (``user/name``, loaded with ``datasets.load_dataset``; the
+hub dataset must be parquet / arrow / imagefolder: loading scripts are no
+longer supported by datasets) or a local path: a ``save_to_disk`` folder, a
+folder of parquet files (this library's own output included), a single parquet
+file, or an imagefolder.
+
+Image and mask columns are read as encoded bytes (``Image(decode=False)``) and
+decoded here, so palette masks keep their indices. Class names come, in order,
+from the ``class_names`` option, a ``vocabulary.json`` beside local data, or a
+``ClassLabel`` feature (the ``classes_column`` option names it when the
+dataset has several).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weaklabels.errors import MissingDependencyError, MissingFileError, SourceError
+from weaklabels.sources.files import check_image, check_size, open_image, read_label_png
+from weaklabels.types import ImageRef, InstanceMasks, Sample, SemanticMask, Vocabulary
+
+
+def _datasets():
+    try:
+        import datasets
+    except ImportError as err:  # pragma: no cover - dependency is declared
+        raise MissingDependencyError("the hf reader needs HuggingFace datasets: pip install datasets") from err
+    return datasets
+
+
+def _load(root: str, split: str):
+    ds_lib = _datasets()
+    p = Path(root)
+    if p.exists():
+        if p.is_dir() and ((p / "state.json").exists() or (p / "dataset_dict.json").exists()):
+            d = ds_lib.load_from_disk(str(p))
+        elif p.is_file() and p.suffix == ".parquet":
+            d = ds_lib.load_dataset("parquet", data_files={split: str(p)})
+        elif p.is_dir() and list(p.rglob("*.parquet")):
+            files = sorted(p.rglob(f"{split}-*.parquet")) or sorted(p.rglob(f"*{split}*.parquet"))
+            if not files:
+                raise MissingFileError(f"{root}: no parquet file for split {split!r}")
+            d = ds_lib.load_dataset("parquet", data_files={split: [str(f) for f in files]})
+        else:
+            d = ds_lib.load_dataset(str(p))
+    else:
+        d = ds_lib.load_dataset(root)
+    if isinstance(d, ds_lib.DatasetDict):
+        if split not in d:
+            raise SourceError(f"{root}: no split {split!r}; available splits: {', '.join(d)}")
+        d = d[split]
+    return d
+
+
+class HFSource:
+    name = "hf"
+
+    def __init__(self, root: str | Path, split: str = "train", *, image_column: str = "image",
+                 mask_column: str | None = "annotation", instance_column: str | None = None,
+                 id_column: str | None = None, class_names: list[str] | None = None,
+                 classes_column: str | None = None, vocabulary: Vocabulary | None = None):
+        self.root, self.split = str(root), split
+        ds_lib = _datasets()
+        ds = _load(self.root, split)
+        cols = list(ds.column_names)
+        for what, col in (("image", image_column), ("mask", mask_column), ("instance", instance_column),
+                          ("id", id_column)):
+            if col is not None and col not in cols:
+                raise SourceError(f"{self.root}: no {what} column {col!r}; columns: {', '.join(cols)}")
+        if id_column is None and "image_id" in cols:
+            id_column = "image_id"
+        self.image_column, self.mask_column = image_column, mask_column
+        self.instance_column, self.id_column = instance_column, id_column
+        for col in (image_column, mask_column, instance_column):
+            if col is not None and isinstance(ds.features[col], ds_lib.Image):
+                ds = ds.cast_column(col, ds_lib.Image(decode=False))
+        self.ds = ds
+        self.vocabulary = vocabulary or self._vocabulary(ds, class_names, classes_column)
+
+    def _vocabulary(self, ds, class_names, classes_column) -> Vocabulary:
+        ds_lib = _datasets()
+        if class_names:
+            names = list(class_names)
+            return Vocabulary(tuple(names), background=0 if names[0] == "background" else None)
+        p = Path(self.root)
+        for cand in ((p / "vocabulary.json", p.parent / "vocabulary.json") if p.exists() else ()):
+            if cand.is_file():
+                return Vocabulary.load(cand)
+        labels = {c: f for c, f in ds.features.items() if isinstance(f, ds_lib.ClassLabel)}
+        if classes_column is not None:
+            if classes_column not in labels:
+                raise SourceError(f"{self.root}: column {classes_column!r} is not a ClassLabel; "
+                                  f"ClassLabel columns: {', '.join(labels) or 'none'}")
+            labels = {classes_column: labels[classes_column]}
+        if len(labels) == 1:
+            names = list(next(iter(labels.values())).names)
+            return Vocabulary(tuple(names), background=0 if names[0] in ("background", "_background_") else None)
+        raise SourceError(
+            f"{self.root}: cannot tell the class names ("
+            f"{'several ClassLabel columns: ' + ', '.join(labels) if labels else 'no ClassLabel feature'}); "
+            f"pass class_names (--class-names a,b,c) or a ClassLabel column (--classes-column)")
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def image_id(self, index: int) -> str:
+        if self.id_column is not None:
+            return str(self.ds[index:index + 1][self.id_column][0])
+        return f"{self.split}_{index:06d}"
+
+    def describe(self) -> dict:
+        return {"reader": "hf", "root": self.root, "split": self.split,
+                "image_column": self.image_column, "mask_column": self.mask_column}
+
+    def load_errors(self) -> list[tuple[str, str]]:
+        return []
+
+    @staticmethod
+    def _bytes(cell: Any, what: str, rec: str) -> bytes | Path:
+        if isinstance(cell, dict):
+            if cell.get("bytes"):
+                return cell["bytes"]
+            if cell.get("path"):
+                return Path(cell["path"])
+        if isinstance(cell, (bytes, bytearray)):
+            return bytes(cell)
+        raise SourceError(f"{rec}: {what} cell holds {type(cell).__name__}; expected an image")
+
+    def __getitem__(self, index: int) -> Sample:
+        row = self.ds[index]
+        iid = self.image_id(index)
+        rec = f"image {iid!r} (row {index})"
+        img = self._bytes(row[self.image_column], "image", rec)
+        if isinstance(img, Path):
+            h, w, data = check_image(img, rec)
+        else:
+            im = open_image(img, rec)
+            h, w, data = im.height, im.width, img
+        semantic = instances = None
+        if self.mask_column is not None:
+            arr = read_label_png(self._bytes(row[self.mask_column], "mask", rec), rec)
+            check_size("mask", arr.shape, (h, w), f"column {self.mask_column!r}", rec)
+            semantic = SemanticMask(arr, record=rec)
+        if self.instance_column is not None and semantic is not None:
+            obj = read_label_png(self._bytes(row[self.instance_column], "instance mask", rec), rec)
+            check_size("instance mask", obj.shape, (h, w), f"column {self.instance_column!r}", rec)
+            ids = np.flatnonzero(np.bincount(obj.ravel(), minlength=256))
+            ids = ids[(ids != 0) & (ids != self.vocabulary.ignore)]
+            masks = obj[None] == ids[:, None, None].astype(np.uint8)
+            classes = []
+            for m in masks:
+                votes = np.bincount(semantic.array[m], minlength=256)[: len(self.vocabulary)]
+                if self.vocabulary.background is not None:
+                    votes[self.vocabulary.background] = 0
+                classes.append(int(votes.argmax()))
+            keep = [k for k, m in enumerate(masks) if classes[k] != self.vocabulary.background]
+            instances = InstanceMasks(masks[keep], np.asarray(classes, np.int64)[keep], record=rec)
+        return Sample(iid, h, w, self.vocabulary, image=ImageRef(data=data), semantic=semantic, instances=instances)
+
+
+def read_hf(root: str | Path, split: str = "train", **kw) -> HFSource:
+    """Open a HuggingFace dataset (hub id or local path); see ``HFSource``."""
+    return HFSource(root, split, **kw)
+

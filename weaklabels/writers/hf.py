@@ -1,0 +1,121 @@
+"""HuggingFace dataset writer: parquet shards with every image and label map
+embedded as PNG / JPEG bytes (never file paths), loadable offline with
+``datasets.load_dataset("parquet", data_files=...)``.
+
+Columns (the contract with the trainer and users' code):
+
+=============  ==========================================================
+image_id       string
+image          Image: the source image bytes (null in masks-only datasets)
+width, height  int32, pixels
+tags           List(ClassLabel): foreground classes present
+boxes          List({x0, y0, x1, y1: float64 pixel edges, label, difficult, truncated, crowd})
+points         List({x, y: float64 pixel edges, label})
+scribbles      List({xy: List(List(float64)) vertices, label, width: float64 px})
+weak_label     Image: palette PNG, classes / unlabelled / ignore values as in vocabulary.json
+regions        Image: 16-bit PNG region ids, or null
+gt             Image: palette PNG full mask (evaluation splits only)
+=============  ==========================================================
+
+The HF feature schema travels in each shard's parquet metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from weaklabels.writers.base import Converted
+from weaklabels.writers.png import encode_label_png, encode_regions_png
+from weaklabels.types import Vocabulary
+
+
+def hf_features(vocabulary: Vocabulary, with_gt: bool):
+    """The ``datasets.Features`` of a converted split."""
+    from datasets import ClassLabel, Features, Image, List, Value
+
+    label = ClassLabel(names=list(vocabulary.names))
+    f = {
+        "image_id": Value("string"),
+        "image": Image(),
+        "width": Value("int32"),
+        "height": Value("int32"),
+        "tags": List(label),
+        "boxes": List({"x0": Value("float64"), "y0": Value("float64"), "x1": Value("float64"),
+                       "y1": Value("float64"), "label": label, "difficult": Value("bool"),
+                       "truncated": Value("bool"), "crowd": Value("bool")}),
+        "points": List({"x": Value("float64"), "y": Value("float64"), "label": label}),
+        "scribbles": List({"xy": List(List(Value("float64"))), "label": label, "width": Value("float64")}),
+        "weak_label": Image(),
+        "regions": Image(),
+    }
+    if with_gt:
+        f["gt"] = Image()
+    return Features(f)
+
+
+def to_row(item: Converted, palette: tuple[int, ...]) -> dict:
+    s = item.sample
+    b, p, sc = s.boxes, s.points, s.scribbles
+    row = {
+        "image_id": s.image_id,
+        "image": None if s.image is None else {"bytes": s.image.read_bytes(), "path": None},
+        "width": s.width,
+        "height": s.height,
+        "tags": [] if s.tags is None else s.tags.classes.tolist(),
+        "boxes": [] if b is None else [
+            {"x0": x0, "y0": y0, "x1": x1, "y1": y1, "label": c, "difficult": d, "truncated": t, "crowd": cr}
+            for (x0, y0, x1, y1), c, d, t, cr in zip(b.xyxy.tolist(), b.classes.tolist(), b.difficult.tolist(),
+                                                     b.truncated.tolist(), b.crowd.tolist())],
+        "points": [] if p is None else [{"x": x, "y": y, "label": c}
+                                        for (x, y), c in zip(p.xy.tolist(), p.classes.tolist())],
+        "scribbles": [] if sc is None else [
+            {"xy": ln.tolist(), "label": c, "width": w}
+            for ln, c, w in zip(sc.lines, sc.classes.tolist(), sc.widths.tolist())],
+        "weak_label": {"bytes": encode_label_png(item.weak_label, palette), "path": None},
+        "regions": None if item.regions is None else {"bytes": encode_regions_png(item.regions), "path": None},
+    }
+    if item.gt is not None:
+        row["gt"] = {"bytes": encode_label_png(item.gt, palette), "path": None}
+    return row
+
+
+def shard_name(split: str, shard: int, num_shards: int) -> str:
+    return f"{split}-{shard:05d}-of-{num_shards:05d}.parquet"
+
+
+class HFWriter:
+    format = "hf"
+
+    def __init__(self, vocabulary: Vocabulary, kind: str, with_gt: dict[str, bool]):
+        self.vocabulary, self.kind, self.with_gt = vocabulary, kind, with_gt
+        self._schemas: dict[bool, pa.Schema] = {}
+
+    def schema(self, split: str) -> pa.Schema:
+        g = self.with_gt[split]
+        if g not in self._schemas:
+            self._schemas[g] = hf_features(self.vocabulary, g).arrow_schema
+        return self._schemas[g]
+
+    def shard_done(self, partial: Path, split: str, shard: int, num_shards: int) -> bool:
+        return (partial / "data" / shard_name(split, shard, num_shards)).is_file()
+
+    def write_shard(self, partial: Path, split: str, shard: int, num_shards: int,
+                    items: list[Converted]) -> None:
+        palette = self.vocabulary.palette()
+        rows = [to_row(it, palette) for it in items]
+        table = pa.Table.from_pylist(rows, schema=self.schema(split))
+        dest = partial / "data" / shard_name(split, shard, num_shards)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(".tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, dest)
+
+    def finalize(self, partial: Path, out: Path, splits: dict[str, int]) -> dict[str, str]:
+        (out / "data").mkdir(parents=True, exist_ok=True)
+        for f in sorted((partial / "data").glob("*.parquet")):
+            os.replace(f, out / "data" / f.name)
+        return {split: f"data/{split}-*.parquet" for split in splits}

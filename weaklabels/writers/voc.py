@@ -1,0 +1,86 @@
+"""VOC-style writer (``--format voc``), the layout SPML's data loaders read:
+
+* ``JPEGImages/{id}.jpg``         the source image bytes, unchanged
+* ``WeakLabels/{id}.png``         palette PNG weak label map
+* ``Regions/{id}.png``            16-bit region ids (when computed)
+* ``SegmentationClass/{id}.png``  full mask (evaluation splits only)
+* ``{split}.txt``                 one line per image: ``image label [regions]``
+  (``image gt`` for evaluation splits), paths relative to the output folder.
+
+In masks-only datasets there is no image: lines then start with ``-``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from weaklabels.types import Vocabulary
+from weaklabels.writers.base import Converted
+from weaklabels.writers.png import encode_label_png, encode_regions_png
+
+_DIRS = ("JPEGImages", "WeakLabels", "Regions", "SegmentationClass")
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class VOCWriter:
+    format = "voc"
+
+    def __init__(self, vocabulary: Vocabulary, kind: str, with_gt: dict[str, bool]):
+        self.vocabulary, self.kind, self.with_gt = vocabulary, kind, with_gt
+
+    @staticmethod
+    def _list(partial: Path, split: str, shard: int) -> Path:
+        return partial / "lists" / f"{split}-{shard:05d}.txt"
+
+    def shard_done(self, partial: Path, split: str, shard: int, num_shards: int) -> bool:
+        return self._list(partial, split, shard).is_file()
+
+    def write_shard(self, partial: Path, split: str, shard: int, num_shards: int,
+                    items: list[Converted]) -> None:
+        palette = self.vocabulary.palette()
+        for d in _DIRS + ("lists",):
+            (partial / d).mkdir(parents=True, exist_ok=True)
+        lines = []
+        for it in items:
+            s = it.sample
+            image = "-"
+            if s.image is not None:
+                ext = Path(s.image.path).suffix if s.image.path else ".jpg"
+                image = f"JPEGImages/{s.image_id}{ext or '.jpg'}"
+                _write(partial / image, s.image.read_bytes())
+            label = f"WeakLabels/{s.image_id}.png"
+            _write(partial / label, encode_label_png(it.weak_label, palette))
+            parts = [image, label]
+            if it.regions is not None:
+                parts.append(f"Regions/{s.image_id}.png")
+                _write(partial / parts[-1], encode_regions_png(it.regions))
+            if it.gt is not None:
+                gt = f"SegmentationClass/{s.image_id}.png"
+                _write(partial / gt, encode_label_png(it.gt, palette))
+                parts = [image, gt]
+            lines.append(" ".join(parts))
+        _write(self._list(partial, split, shard), ("\n".join(lines) + "\n" if lines else "").encode())
+
+    def finalize(self, partial: Path, out: Path, splits: dict[str, int]) -> dict[str, str]:
+        for d in _DIRS:
+            src = partial / d
+            if src.is_dir() and any(src.iterdir()):
+                (out / d).mkdir(exist_ok=True)
+                for f in src.iterdir():
+                    os.replace(f, out / d / f.name)
+        result = {}
+        for split in splits:
+            parts = sorted((partial / "lists").glob(f"{split}-*.txt"))
+            with open(out / f"{split}.txt", "w") as dst:
+                for p in parts:
+                    dst.write(p.read_text())
+            result[split] = f"{split}.txt"
+        shutil.rmtree(partial / "lists", ignore_errors=True)
+        return result
