@@ -145,7 +145,7 @@ def _run_shard(task: tuple[str, int, int, int, int]) -> tuple[str, int, int]:
             continue
         summary.add(item.sample, options.kind, item.weak_label)
         items.append(item)
-    writer = _make_writer(options, source.vocabulary, _STATE["sources"])
+    writer = WRITERS[options.format](source.vocabulary, options.kind)
     writer.write_shard(partial, split, shard, num_shards, items)
     stats = _shard_stats_path(partial, split, shard)
     stats.parent.mkdir(parents=True, exist_ok=True)
@@ -160,10 +160,6 @@ def _safe_id(source: Source, i: int) -> str:
         return source.image_id(i)
     except Exception:  # noqa: BLE001 - the id itself may be the broken part
         return f"#{i}"
-
-
-def _make_writer(options: ConvertOptions, vocabulary: Vocabulary, sources: dict[str, Source]):
-    return WRITERS[options.format](vocabulary, options.kind, {s: options.with_gt(s) for s in sources})
 
 
 # --------------------------------------------------------------------------- driver
@@ -256,7 +252,7 @@ def convert(sources: dict[str, Source], out: str | Path, options: ConvertOptions
             load_errors.append({"split": split, "index": None, "image_id": record,
                                 "error": "SourceError", "message": message})
 
-    writer = _make_writer(options, vocabulary, sources)
+    writer = WRITERS[options.format](vocabulary, options.kind)
     tasks = plan_shards(sources, options.shard_size)
     todo = []
     done_before = 0

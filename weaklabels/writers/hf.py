@@ -14,7 +14,7 @@ points         List({x, y: float64 pixel edges, label})
 scribbles      List({xy: List(List(float64)) vertices, label, width: float64 px})
 weak_label     Image: palette PNG, classes / unlabelled / ignore values as in vocabulary.json
 regions        Image: 16-bit PNG region ids, or null
-gt             Image: palette PNG full mask (evaluation splits only)
+gt             Image: palette PNG full mask (null outside evaluation splits)
 =============  ==========================================================
 
 The HF feature schema travels in each shard's parquet metadata.
@@ -33,7 +33,7 @@ from weaklabels.writers.png import encode_label_png, encode_regions_png
 from weaklabels.types import Vocabulary
 
 
-def hf_features(vocabulary: Vocabulary, with_gt: bool):
+def hf_features(vocabulary: Vocabulary):
     """The ``datasets.Features`` of a converted split."""
     from datasets import ClassLabel, Features, Image, List, Value
 
@@ -51,9 +51,10 @@ def hf_features(vocabulary: Vocabulary, with_gt: bool):
         "scribbles": List({"xy": List(List(Value("float64"))), "label": label, "width": Value("float64")}),
         "weak_label": Image(),
         "regions": Image(),
+        # Present in every split (so splits share one schema and load together), null outside
+        # evaluation splits.
+        "gt": Image(),
     }
-    if with_gt:
-        f["gt"] = Image()
     return Features(f)
 
 
@@ -78,8 +79,7 @@ def to_row(item: Converted, palette: tuple[int, ...]) -> dict:
         "weak_label": {"bytes": encode_label_png(item.weak_label, palette), "path": None},
         "regions": None if item.regions is None else {"bytes": encode_regions_png(item.regions), "path": None},
     }
-    if item.gt is not None:
-        row["gt"] = {"bytes": encode_label_png(item.gt, palette), "path": None}
+    row["gt"] = None if item.gt is None else {"bytes": encode_label_png(item.gt, palette), "path": None}
     return row
 
 
@@ -90,15 +90,14 @@ def shard_name(split: str, shard: int, num_shards: int) -> str:
 class HFWriter:
     format = "hf"
 
-    def __init__(self, vocabulary: Vocabulary, kind: str, with_gt: dict[str, bool]):
-        self.vocabulary, self.kind, self.with_gt = vocabulary, kind, with_gt
-        self._schemas: dict[bool, pa.Schema] = {}
+    def __init__(self, vocabulary: Vocabulary, kind: str):
+        self.vocabulary, self.kind = vocabulary, kind
+        self._schema: pa.Schema | None = None
 
-    def schema(self, split: str) -> pa.Schema:
-        g = self.with_gt[split]
-        if g not in self._schemas:
-            self._schemas[g] = hf_features(self.vocabulary, g).arrow_schema
-        return self._schemas[g]
+    def schema(self) -> pa.Schema:
+        if self._schema is None:
+            self._schema = hf_features(self.vocabulary).arrow_schema
+        return self._schema
 
     def shard_done(self, partial: Path, split: str, shard: int, num_shards: int) -> bool:
         return (partial / "data" / shard_name(split, shard, num_shards)).is_file()
@@ -107,7 +106,7 @@ class HFWriter:
                     items: list[Converted]) -> None:
         palette = self.vocabulary.palette()
         rows = [to_row(it, palette) for it in items]
-        table = pa.Table.from_pylist(rows, schema=self.schema(split))
+        table = pa.Table.from_pylist(rows, schema=self.schema())
         dest = partial / "data" / shard_name(split, shard, num_shards)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_suffix(".tmp")

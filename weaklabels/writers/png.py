@@ -27,5 +27,5 @@ def encode_regions_png(array: np.ndarray) -> bytes:
     if a.size and int(a.max()) > 65535:
         raise ValueError(f"region ids up to {int(a.max())}; a region PNG holds at most 65,535")
     buf = io.BytesIO()
-    Image.fromarray(a.astype(np.uint16), "I;16").save(buf, format="PNG", compress_level=1)
+    Image.fromarray(a.astype(np.uint16)).save(buf, format="PNG", compress_level=1)  # mode I;16
     return buf.getvalue()

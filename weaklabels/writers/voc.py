@@ -32,8 +32,8 @@ def _write(path: Path, data: bytes) -> None:
 class VOCWriter:
     format = "voc"
 
-    def __init__(self, vocabulary: Vocabulary, kind: str, with_gt: dict[str, bool]):
-        self.vocabulary, self.kind, self.with_gt = vocabulary, kind, with_gt
+    def __init__(self, vocabulary: Vocabulary, kind: str):
+        self.vocabulary, self.kind = vocabulary, kind
 
     @staticmethod
     def _list(partial: Path, split: str, shard: int) -> Path:

@@ -1,0 +1,100 @@
+"""The weaklabels command: documented exit codes, outputs, show and stats."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from weaklabels.cli import EXIT_DATA, EXIT_OK, EXIT_OUTPUT, EXIT_SKIPPED, main
+
+
+def test_convert_bundled_default_runs_without_download(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["convert", "voc", "--to", "tags", "--out", str(out)]) == EXIT_OK
+    text = capsys.readouterr().out
+    assert "person" in text and "wrote 7 images" in text
+    assert (out / "README.md").is_file()
+
+
+def test_convert_coco_bundled(tmp_path):
+    assert main(["convert", "coco", "--to", "boxes", "--split", "val", "--out", str(tmp_path / "c"),
+                 "--quiet"]) == EXIT_OK
+    voc = json.loads((tmp_path / "c" / "vocabulary.json").read_text())
+    assert voc["source_ids"][0] is None and voc["source_ids"][1] == 3  # non-contiguous ids recorded
+
+
+def test_exit_codes(tmp_path, shapes_dataset, capsys):
+    out = tmp_path / "o"
+    assert main(["convert", "voc", "--to", "tags", "--out", str(out), "--quiet"]) == EXIT_OK
+    assert main(["convert", "voc", "--to", "tags", "--out", str(out), "--quiet"]) == EXIT_OUTPUT
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["convert", "voc", "--to", "tags", "--out", str(out), "--quiet", "--overwrite"]) == EXIT_OK
+    # bad data: 4 with fail, 3 with skip
+    root = tmp_path / "shapes"
+    shutil.copytree(shapes_dataset, root)
+    victim = sorted((root / "VOCdevkit/VOC2012/SegmentationClass").glob("*.png"))[0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    assert main(["convert", "voc", "--root", str(root), "--to", "tags", "--out", str(tmp_path / "f"),
+                 "--quiet"]) == EXIT_DATA
+    assert victim.stem in capsys.readouterr().err
+    assert main(["convert", "voc", "--root", str(root), "--to", "tags", "--split", "trainval",
+                 "--out", str(tmp_path / "s"), "--quiet", "--on-error", "skip"]) == EXIT_SKIPPED
+    err = capsys.readouterr().err
+    assert "skipped 1 of 12" in err
+    assert json.loads((tmp_path / "s" / "errors.json").read_text())[0]["image_id"] == victim.stem
+    # unknown split names the available ones
+    assert main(["convert", "voc", "--to", "tags", "--split", "nope", "--out", str(tmp_path / "n")]) == EXIT_DATA
+    assert "available splits" in capsys.readouterr().err
+
+
+def test_usage_error_exit_code_is_2():
+    r = subprocess.run([sys.executable, "-m", "weaklabels.cli", "convert", "voc", "--to", "polygons"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_no_progress_bar_when_not_a_terminal(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "weaklabels.cli", "convert", "voc", "--to", "tags",
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "img/s" not in r.stderr and "it/s" not in r.stderr
+
+
+def test_show_and_stats(tmp_path, capsys):
+    out = tmp_path / "o"
+    main(["convert", "voc", "--to", "boxes", "--out", str(out), "--quiet"])
+    png = tmp_path / "overlay.png"
+    assert main(["show", str(out), "--id", "2011_003066", "--out", str(png)]) == EXIT_OK
+    im = Image.open(png)
+    assert im.size == (500, 375) and im.mode == "RGB"
+    csv_path = tmp_path / "s.csv"
+    assert main(["stats", str(out), "--csv", str(csv_path)]) == EXIT_OK
+    assert "person" in capsys.readouterr().out
+    rows = list(csv.DictReader(csv_path.open()))
+    person = next(r for r in rows if r["class"] == "person")
+    assert int(person["annotations"]) == 7 and int(person["images"]) == 1
+    assert main(["show", str(tmp_path / "missing")]) == EXIT_DATA
+
+
+def test_sample_shapes(tmp_path):
+    out = tmp_path / "s"
+    assert main(["sample", "shapes", "--out", str(out), "--num-images", "5", "--seed", "1", "--quiet"]) == EXIT_OK
+    root = out / "VOCdevkit/VOC2012"
+    assert len(list((root / "JPEGImages").glob("*.jpg"))) == 5
+    assert (out / "annotations/instances_train.json").is_file()
+    assert main(["sample", "shapes", "--out", str(out), "--num-images", "5", "--quiet"]) == EXIT_OUTPUT
+
+
+@pytest.mark.parametrize("fmt", ["hf", "voc"])
+def test_formats_from_cli(tmp_path, fmt):
+    out = tmp_path / fmt
+    assert main(["convert", "voc", "--to", "boxes", "--format", fmt, "--out", str(out), "--quiet",
+                 "--num-proc", "2", "--shard-size", "2"]) == EXIT_OK
+    assert (out / ("data" if fmt == "hf" else "train.txt")).exists()

@@ -1,0 +1,210 @@
+"""The conversion pipeline: output layout, determinism across --num-proc,
+error policy, refusal of non-empty outputs, and resume after an interruption."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from weaklabels.convert import MARKER, PARTIAL, ConvertOptions, convert
+from weaklabels.errors import CorruptFileError, OutputExistsError, SchemaError
+from weaklabels.sources import read_voc
+from weaklabels.sources.bundled import bundled_voc
+from weaklabels.synth import synthesize_tags
+
+
+def _rows(out: Path, split: str = "train") -> list[dict]:
+    rows = []
+    for f in sorted((out / "data").glob(f"{split}-*.parquet")):
+        rows.extend(pq.read_table(f).to_pylist())
+    return rows
+
+
+def _png(b: bytes) -> np.ndarray:
+    im = Image.open(io.BytesIO(b))
+    assert im.mode == "P"
+    return np.array(im)
+
+
+@pytest.fixture()
+def shapes_copy(shapes_dataset, tmp_path) -> Path:
+    dst = tmp_path / "shapes"
+    shutil.copytree(shapes_dataset, dst)
+    return dst
+
+
+def test_hf_output_loads_offline_with_datasets(tmp_path):
+    from datasets import load_dataset
+
+    src = {"train": read_voc(bundled_voc(), "train"), "val": read_voc(bundled_voc(), "val")}
+    out = tmp_path / "out"
+    res = convert(src, out, ConvertOptions(kind="boxes"))
+    assert not (out / PARTIAL).exists()
+    assert json.loads((out / MARKER).read_text())["status"] == "complete"
+    ds = load_dataset("parquet", data_files={"train": str(out / "data/train-*.parquet"),
+                                             "val": str(out / "data/val-*.parquet")})
+    assert len(ds["train"]) == len(src["train"]) and len(ds["val"]) == len(src["val"])
+    assert all(g is None for g in ds["train"]["gt"]) and all(g is not None for g in ds["val"]["gt"])
+    assert res.summary.num_images == len(src["train"]) + len(src["val"])
+    # vocabulary.json and the card carry the vocabulary
+    voc = json.loads((out / "vocabulary.json").read_text())
+    assert voc["unlabelled"] == 254 and voc["ignore"] == 255 and voc["names"][15] == "person"
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\n") and "task_categories:" in card and "| 15 | person |" in card
+
+
+def test_rows_match_the_samples(tmp_path):
+    src = read_voc(bundled_voc(), "val")
+    out = tmp_path / "out"
+    convert({"val": src}, out, ConvertOptions(kind="tags"))
+    rows = {r["image_id"]: r for r in _rows(out, "val")}
+    assert set(rows) == set(src.ids)
+    for i in range(len(src)):
+        s = src[i]
+        r = rows[s.image_id]
+        assert (r["width"], r["height"]) == (s.width, s.height)
+        assert r["tags"] == synthesize_tags(s).classes.tolist()
+        np.testing.assert_array_equal(_png(r["gt"]["bytes"]), s.semantic.array)
+        weak = _png(r["weak_label"]["bytes"])
+        assert (weak == 254).all()  # tags label no pixel
+        assert r["image"]["bytes"] == Path(s.image.path).read_bytes()  # embedded, not a path
+        assert r["image"]["path"] is None
+
+
+def test_boxes_weak_label_background_outside_boxes(tmp_path):
+    src = read_voc(bundled_voc(), "train")
+    out = tmp_path / "out"
+    convert({"train": src}, out, ConvertOptions(kind="boxes"))
+    for r in _rows(out):
+        weak = _png(r["weak_label"]["bytes"])
+        inside = np.zeros_like(weak, bool)
+        for b in r["boxes"]:
+            inside[int(b["y0"]):int(b["y1"]), int(b["x0"]):int(b["x1"])] = True
+        assert (weak[inside] == 254).all() and (weak[~inside] == 0).all()
+
+
+def test_output_does_not_depend_on_num_proc(tmp_path, voc_masks):
+    src = read_voc(voc_masks, "sample")
+    src.ids = src.ids[:120]
+    opts = ConvertOptions(kind="boxes", shard_size=16)
+    a, b = tmp_path / "a", tmp_path / "b"
+    convert({"sample": src}, a, opts, num_proc=1)
+    convert({"sample": src}, b, opts, num_proc=2)
+    ra, rb = _rows(a, "sample"), _rows(b, "sample")
+    assert len(ra) == 120 and ra == rb
+    assert (a / "stats.csv").read_text() == (b / "stats.csv").read_text()
+
+
+def test_non_empty_out_is_refused(tmp_path):
+    src = {"train": read_voc(bundled_voc(), "train")}
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("precious")
+    with pytest.raises(OutputExistsError, match="not empty"):
+        convert(src, out, ConvertOptions(kind="tags"))
+    # --overwrite never deletes a folder weaklabels did not write
+    with pytest.raises(OutputExistsError, match="not written by weaklabels"):
+        convert(src, out, ConvertOptions(kind="tags"), overwrite=True)
+    assert (out / "mine.txt").read_text() == "precious"
+    out2 = tmp_path / "out2"
+    convert(src, out2, ConvertOptions(kind="tags"))
+    with pytest.raises(OutputExistsError):
+        convert(src, out2, ConvertOptions(kind="tags"))
+    convert(src, out2, ConvertOptions(kind="boxes"), overwrite=True)
+    assert json.loads((out2 / MARKER).read_text())["options"]["kind"] == "boxes"
+
+
+def _corrupt(root: Path, image_id: str) -> None:
+    (root / "VOCdevkit/VOC2012/SegmentationClass" / f"{image_id}.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+
+
+def test_on_error_skip_reports_and_converts_the_rest(shapes_copy, tmp_path):
+    src = read_voc(shapes_copy, "train")
+    bad = src.ids[1]
+    _corrupt(shapes_copy, bad)
+    out = tmp_path / "out"
+    with pytest.raises(CorruptFileError, match=bad):
+        convert({"train": src}, tmp_path / "failed", ConvertOptions(kind="tags"))
+    res = convert({"train": src}, out, ConvertOptions(kind="tags"), on_error="skip")
+    errors = json.loads((out / "errors.json").read_text())
+    assert [e["image_id"] for e in errors] == [bad]
+    assert errors[0]["error"] == "CorruptFileError" and bad in errors[0]["message"]
+    assert res.summary.skipped == 1
+    assert {r["image_id"] for r in _rows(out)} == set(src.ids) - {bad}
+
+
+class _Interrupting:
+    """Wraps a source and raises KeyboardInterrupt at one index, counting decodes."""
+
+    def __init__(self, inner, at: int | None):
+        self.inner, self.at, self.calls = inner, at, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        if i == self.at:
+            raise KeyboardInterrupt
+        self.calls.append(i)
+        return self.inner[i]
+
+
+def test_interrupted_run_looks_unfinished_and_resumes(shapes_dataset, tmp_path):
+    base = read_voc(shapes_dataset, "train")
+    n = len(base)
+    opts = ConvertOptions(kind="boxes", shard_size=3)
+    out = tmp_path / "out"
+    src = _Interrupting(base, at=7)
+    with pytest.raises(KeyboardInterrupt):
+        convert({"train": src}, out, opts)
+    # nothing that looks like a finished dataset
+    assert not (out / "README.md").exists() and not (out / "data").exists()
+    assert not (out / "vocabulary.json").exists()
+    assert json.loads((out / MARKER).read_text())["status"] == "running"
+    # the same command resumes at the first unfinished shard (items 6..)
+    src2 = _Interrupting(base, at=None)
+    res = convert({"train": src2}, out, opts)
+    assert min(src2.calls) == 6 and res.resumed_shards == 2
+    fresh = tmp_path / "fresh"
+    convert({"train": base}, fresh, opts)
+    assert _rows(out) == _rows(fresh) and len(_rows(out)) == n
+    # a different configuration does not silently mix with the partial run
+    src3 = _Interrupting(base, at=4)
+    other = tmp_path / "other"
+    with pytest.raises(KeyboardInterrupt):
+        convert({"train": src3}, other, opts)
+    with pytest.raises(OutputExistsError, match="interrupted conversion with other settings"):
+        convert({"train": base}, other, ConvertOptions(kind="tags", shard_size=3))
+
+
+def test_voc_format_writes_pngs_and_spml_list(tmp_path):
+    src = read_voc(bundled_voc(), "train")
+    out = tmp_path / "out"
+    convert({"train": src}, out, ConvertOptions(kind="boxes", format="voc"))
+    lines = (out / "train.txt").read_text().splitlines()
+    assert len(lines) == len(src)
+    for ln in lines:
+        image, label = ln.split()
+        assert (out / image).is_file() and (out / label).is_file()
+        assert Image.open(out / label).mode == "P"
+    assert not (out / PARTIAL).exists()
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(SchemaError, match="kind"):
+        ConvertOptions(kind="polygons")
+    with pytest.raises(SchemaError, match="format"):
+        ConvertOptions(kind="tags", format="csv")
+    with pytest.raises(SchemaError, match="on_error"):
+        convert({"train": read_voc(bundled_voc(), "train")}, "/nonexistent/x", ConvertOptions(kind="tags"),
+                on_error="ignore")
