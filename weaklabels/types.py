@@ -256,6 +256,8 @@ class _ArrayValue:
         if type(other) is not type(self):
             return NotImplemented
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if not f.compare:
+                continue
             a, b = getattr(self, f.name), getattr(other, f.name)
             if isinstance(a, np.ndarray):
                 if not _array_eq(a, b):

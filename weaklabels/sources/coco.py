@@ -173,7 +173,7 @@ class COCOSource:
         crowd_px = inst[crowd].any(0) if crowd.any() else None
         if crowd_px is not None:
             out[crowd_px] = self.vocabulary.ignore
-        areas = inst.reshape(len(inst), -1).sum(1)
+        areas = inst.reshape(len(inst), h * w).sum(1)
         order = sorted((k for k in range(len(inst)) if not crowd[k]),
                        key=lambda k: (-int(areas[k]), anns[k].get("id", 0)))
         for k in order:

@@ -32,9 +32,10 @@ def resolve_inside(root: Path, relative: str, record: str) -> Path:
     return path
 
 
-def open_image(path_or_bytes: Path | bytes, record: str) -> Image.Image:
+def open_image(path_or_bytes: Path | bytes, record: str, name: str | None = None) -> Image.Image:
+    """Open and fully decode an image; ``name`` says what the bytes are in messages."""
     src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
-    name = "image bytes" if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
+    name = name or ("image bytes" if isinstance(path_or_bytes, bytes) else str(path_or_bytes))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -86,7 +87,7 @@ def check_image(path: Path, record: str) -> tuple[int, int, bytes]:
         data = path.read_bytes()
     except FileNotFoundError as err:
         raise MissingFileError(f"{record}: missing image file {path}") from err
-    im = open_image(data, record)
+    im = open_image(data, record, str(path))
     return im.height, im.width, data
 
 

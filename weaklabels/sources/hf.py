@@ -42,10 +42,7 @@ def _load(root: str, split: str):
         elif p.is_file() and p.suffix == ".parquet":
             d = ds_lib.load_dataset("parquet", data_files={split: str(p)})
         elif p.is_dir() and list(p.rglob("*.parquet")):
-            files = sorted(p.rglob(f"{split}-*.parquet")) or sorted(p.rglob(f"*{split}*.parquet"))
-            if not files:
-                raise MissingFileError(f"{root}: no parquet file for split {split!r}")
-            d = ds_lib.load_dataset("parquet", data_files={split: [str(f) for f in files]})
+            d = ds_lib.load_dataset("parquet", data_files={split: [str(f) for f in _split_files(p, split)]})
         else:
             d = ds_lib.load_dataset(str(p))
     else:
@@ -55,6 +52,21 @@ def _load(root: str, split: str):
             raise SourceError(f"{root}: no split {split!r}; available splits: {', '.join(d)}")
         d = d[split]
     return d
+
+
+def _split_files(folder: Path, split: str) -> list[Path]:
+    """Parquet files of ``split`` in ``folder``: ``split-*.parquet``, ``split_*``, ``split.parquet``
+    or ``split/*.parquet``; a folder with no split names holds ``train`` only (the hub convention)."""
+    files = sorted(f for f in folder.rglob("*.parquet")
+                   if f.stem == split or f.stem.startswith((f"{split}-", f"{split}_")) or f.parent.name == split)
+    if files:
+        return files
+    splits = {f.stem.split("-")[0].split("_")[0] for f in folder.rglob("*.parquet")} & {
+        "train", "validation", "val", "test"}
+    if not splits and split == "train":
+        return sorted(folder.rglob("*.parquet"))
+    raise MissingFileError(f"{folder}: no parquet file for split {split!r}; splits seen: "
+                           f"{', '.join(sorted(splits)) or 'train (no split names)'}")
 
 
 class HFSource:
@@ -88,7 +100,9 @@ class HFSource:
             names = list(class_names)
             return Vocabulary(tuple(names), background=0 if names[0] == "background" else None)
         p = Path(self.root)
-        for cand in ((p / "vocabulary.json", p.parent / "vocabulary.json") if p.exists() else ()):
+        # our own output keeps vocabulary.json beside data/; accept the dataset folder or data/ itself
+        cands = (p / "vocabulary.json",) + ((p.parent / "vocabulary.json",) if p.name == "data" else ())
+        for cand in (cands if p.exists() else ()):
             if cand.is_file():
                 return Vocabulary.load(cand)
         labels = {c: f for c, f in ds.features.items() if isinstance(f, ds_lib.ClassLabel)}

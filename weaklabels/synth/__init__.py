@@ -1,53 +1,46 @@
 """Weak-label synthesis: a fully annotated ``Sample`` in, weak annotations out.
 
-Each protocol is a pure function of the sample and an ``rng`` derived from
-``(seed, image id)`` by ``rng_for``, so its output never depends on the order
-of items or on the number of worker processes.
+Protocols (each module documents its own):
+
+* ``tags``      foreground classes present
+* ``boxes``     tight box per instance / connected component
+* ``points``    clicks inside objects (center, random, human-like)
+* ``scribbles`` strokes along objects' medial paths
+
+All are pure functions of the sample and a seed; randomness is keyed by
+``(seed, image id, class, object)`` (``seeding.rng_for``), so output never
+depends on the order of items or on the number of worker processes. Every
+labelled pixel lies on a pixel of its own class in the source mask.
 """
 
 from __future__ import annotations
 
-import hashlib
-
-import numpy as np
-
 from weaklabels.errors import SchemaError
 from weaklabels.synth.boxes import synthesize_boxes
+from weaklabels.synth.points import synthesize_points
+from weaklabels.synth.scribbles import synthesize_scribbles
+from weaklabels.synth.seeding import rng_for
 from weaklabels.synth.tags import synthesize_tags
 from weaklabels.types import WEAK_KINDS, Sample
 
-__all__ = ["rng_for", "synthesize", "synthesize_boxes", "synthesize_tags", "SYNTHESIZERS"]
-
-
-def rng_for(seed: int, image_id: str, *keys: int) -> np.random.Generator:
-    """A generator keyed by ``(seed, image id, *keys)``; stable across runs and machines."""
-    digest = hashlib.blake2b(image_id.encode(), digest_size=8).digest()
-    return np.random.default_rng([int(seed), int.from_bytes(digest, "little"), *map(int, keys)])
-
-
-def _tags(sample: Sample, rng: np.random.Generator, **opts) -> Sample:
-    return sample.replace(tags=synthesize_tags(sample, **opts))
-
-
-def _boxes(sample: Sample, rng: np.random.Generator, **opts) -> Sample:
-    boxes = synthesize_boxes(sample, **opts)
-    return sample.replace(boxes=boxes, tags=synthesize_tags(sample))
-
-
-SYNTHESIZERS = {"tags": _tags, "boxes": _boxes}
+__all__ = ["rng_for", "synthesize", "synthesize_boxes", "synthesize_points", "synthesize_scribbles",
+           "synthesize_tags"]
 
 
 def synthesize(sample: Sample, kind: str, *, seed: int = 0, **opts) -> Sample:
-    """Return ``sample`` carrying synthesized ``kind`` annotations (and its tags).
+    """Return ``sample`` carrying synthesized ``kind`` annotations and its tags.
 
     Annotations of other weak kinds are dropped so the result holds exactly one
-    kind of weak label; the full masks are kept for evaluation splits.
+    kind of weak label; full masks are kept (the pipeline decides what to store).
     """
     if kind not in WEAK_KINDS:
         raise SchemaError(f"unknown weak-label kind {kind!r}; expected one of {', '.join(WEAK_KINDS)}")
-    if kind not in SYNTHESIZERS:
-        raise SchemaError(f"synthesis of {kind!r} is not available in this version; "
-                          f"available: {', '.join(SYNTHESIZERS)}")
-    rng = rng_for(seed, sample.image_id)
-    cleared = {k: None for k in WEAK_KINDS if k not in ("tags", kind)}
-    return SYNTHESIZERS[kind](sample.replace(**cleared), rng, **opts)
+    cleared = sample.replace(**{k: None for k in WEAK_KINDS if k not in ("tags", kind)})
+    if kind == "tags":
+        return cleared.replace(tags=synthesize_tags(sample, **opts))
+    tags = synthesize_tags(sample)
+    if kind == "boxes":
+        return cleared.replace(boxes=synthesize_boxes(sample, **opts), tags=tags)
+    if kind == "points":
+        return cleared.replace(points=synthesize_points(sample, seed=seed, **opts), tags=tags)
+    return cleared.replace(scribbles=synthesize_scribbles(sample, seed=seed, **opts), tags=tags)

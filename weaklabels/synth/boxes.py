@@ -55,7 +55,13 @@ def boxes_from_components(mask: np.ndarray, num_classes: int, background: int | 
         raise SchemaError(f"connectivity={connectivity}; expected 4 or 8")
     structure = _STRUCTURE[connectivity]
     xyxy, cls = [], []
-    for c, sl in enumerate(ndimage.find_objects(mask, max_label=num_classes - 1), start=1):
+    if background == 0:
+        extents = list(enumerate(ndimage.find_objects(mask, max_label=num_classes - 1), start=1))
+    else:
+        # find_objects treats 0 as "nothing": shift so class 0 gets an extent too.
+        shifted = mask.astype(np.int16) + 1
+        extents = list(enumerate(ndimage.find_objects(shifted, max_label=num_classes), start=0))
+    for c, sl in extents:
         if sl is None or c == background:
             continue
         lab, n = ndimage.label(mask[sl] == c, structure=structure)
@@ -76,9 +82,6 @@ def synthesize_boxes(sample: Sample, *, min_area: int = 10, connectivity: int = 
         return boxes_from_instances(sample)
     if sample.semantic is not None:
         voc = sample.vocabulary
-        if voc.background != 0:
-            raise SchemaError(f"{rec}: component boxes need a vocabulary whose background is class 0, "
-                              f"got background={voc.background}")
         xyxy, cls = boxes_from_components(sample.semantic.array, len(voc), voc.background,
                                           min_area=min_area, connectivity=connectivity)
         return Boxes(xyxy, cls, record=rec)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +33,32 @@ def encode_jpeg(h: int, w: int, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def codec():
-    """``codec.png(index_array)`` and ``codec.jpeg(h, w)`` encoders."""
-    class Codec:
-        png = staticmethod(encode_png)
-        jpeg = staticmethod(encode_jpeg)
-    return Codec
+def bomb_png(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose IHDR claims ``width x height`` (CRC fixed so PIL accepts the header)."""
+    buf = io.BytesIO()
+    Image.new("1", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    # signature (8) | length (4) | b"IHDR" at 12 | width, height at 16..24 | ... | CRC at 29..33
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+BILLION_LAUGHS = """<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+ <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+ <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+ <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+ <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<annotation><filename>&lol9;</filename></annotation>
+"""
 
 
 def _write(path: Path, data: bytes | str | np.ndarray) -> None:
@@ -58,6 +79,18 @@ def voc_xml(w: int, h: int, objects: list[dict]) -> str:
         + "</bndbox></object>" for o in objects)
     return (f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size>"
             f"{objs}</annotation>\n")
+
+
+@pytest.fixture
+def kit():
+    """The helpers above, for test modules (which cannot import this conftest by name)."""
+    class Kit:
+        png = staticmethod(encode_png)
+        jpeg = staticmethod(encode_jpeg)
+        bomb_png = staticmethod(bomb_png)
+        voc_xml = staticmethod(voc_xml)
+        billion_laughs = BILLION_LAUGHS
+    return Kit
 
 
 @pytest.fixture

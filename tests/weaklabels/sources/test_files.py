@@ -5,9 +5,7 @@ entity expansion."""
 from __future__ import annotations
 
 import io
-import struct
 import time
-import zlib
 
 import numpy as np
 import pytest
@@ -23,34 +21,6 @@ from weaklabels.sources.files import (
 )
 
 REC = "image 'x1'"
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A 1x1 PNG whose IHDR claims ``width x height`` (CRC fixed so PIL accepts the header)."""
-    buf = io.BytesIO()
-    Image.new("1", (1, 1)).save(buf, format="PNG")
-    data = bytearray(buf.getvalue())
-    # signature (8) | length (4) | b"IHDR" at 12 | width, height at 16..24 | ... | CRC at 29..33
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
-
-
-BILLION_LAUGHS = """<?xml version="1.0"?>
-<!DOCTYPE lolz [
- <!ENTITY lol "lol">
- <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
- <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
- <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
- <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
- <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
- <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
- <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
- <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
- <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
-]>
-<annotation><filename>&lol9;</filename></annotation>
-"""
 
 
 def test_errors_are_also_builtins():
@@ -114,10 +84,10 @@ def test_missing_file(tmp_path):
 
 
 @pytest.mark.parametrize("side", [20_000, 10_000], ids=["over-2x-limit", "over-limit"])
-def test_decompression_bomb_is_refused_fast(tmp_path, side):
+def test_decompression_bomb_is_refused_fast(tmp_path, kit, side):
     assert side * side > MAX_IMAGE_PIXELS
     path = tmp_path / "bomb.png"
-    path.write_bytes(bomb_png(side, side))
+    path.write_bytes(kit.bomb_png(side, side))
     t0 = time.perf_counter()
     with pytest.raises(CorruptFileError, match="x1"):
         check_image(path, REC)
@@ -126,9 +96,9 @@ def test_decompression_bomb_is_refused_fast(tmp_path, side):
     assert time.perf_counter() - t0 < 1.0
 
 
-def test_bomb_header_is_valid_png():
+def test_bomb_header_is_valid_png(kit):
     # The crafted header must really claim the size, or the test above proves nothing.
-    assert Image.open(io.BytesIO(bomb_png(300, 200))).size == (300, 200)
+    assert Image.open(io.BytesIO(kit.bomb_png(300, 200))).size == (300, 200)
 
 
 # --------------------------------------------------------------------------- label PNGs
@@ -178,9 +148,9 @@ def test_parse_xml(tmp_path):
     assert parse_xml(tmp_path / "a.xml", REC).find("size").findtext("width") == "4"
 
 
-def test_billion_laughs_is_refused_fast(tmp_path):
+def test_billion_laughs_is_refused_fast(tmp_path, kit):
     path = tmp_path / "lol.xml"
-    path.write_text(BILLION_LAUGHS)
+    path.write_text(kit.billion_laughs)
     t0 = time.perf_counter()
     with pytest.raises(CorruptFileError, match="lol.xml"):
         parse_xml(path, REC)

