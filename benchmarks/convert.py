@@ -18,12 +18,18 @@ Measured in one run, each figure the median of ``--repeats`` runs:
    masks, when a ``datum`` executable is found (``--datum``, or on PATH).
 
 Peak memory of a convert command is measured in a separate, untimed run (polling
-costs CPU on a small machine) in two ways: the largest single process
-(``ru_maxrss`` from ``os.wait4``, which covers the child and its waited-for
-workers) and the largest sum of proportional set sizes (PSS, from
-``/proc/PID/smaps_rollup``) over the process tree, polled every 20 ms. PSS splits
-pages shared after ``fork`` between the processes, so the tree sum does not count
-them twice.
+costs CPU on a small machine), polling ``/proc`` every 20 ms over the process tree
+(the command and its workers), in two ways: the largest single process (its
+``VmHWM``, the kernel's own high-water mark of its RSS, so short peaks between
+polls are not missed) and the largest sum of proportional set sizes (PSS, from
+``/proc/PID/smaps_rollup``) over the tree. PSS splits pages shared after ``fork``
+between the processes, so the tree sum does not count them twice. Not used:
+``getrusage(RUSAGE_CHILDREN)`` / ``os.wait4`` ``ru_maxrss``: it counts the child's
+RSS before ``exec``, i.e. this benchmark's own memory (the decoded masks), and it
+is the largest single process only.
+
+In-process measurements run round-robin (each repeat times every variant once) so
+that drift on a shared machine hits them alike.
 
 Ratios named ``*_vs_decode_floor_x`` are decode-floor time / measured time on the
 same masks: 1.0 means as fast as decoding alone, 0.5 means twice as slow.
@@ -102,15 +108,6 @@ def decode(path: Path) -> np.ndarray:
 # --------------------------------------------------------------------------- timing
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def make_sample(iid: str, a: np.ndarray, voc: Vocabulary) -> Sample:
     return Sample(iid, a.shape[0], a.shape[1], voc, semantic=SemanticMask(a, record=iid))
 
@@ -165,11 +162,11 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _pss_kib(pid: int) -> int:
+def _proc_kib(path: str, key: str) -> int:
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("Pss:"):
+                if line.startswith(key):
                     return int(line.split()[1])
     except OSError:
         pass
@@ -177,7 +174,9 @@ def _pss_kib(pid: int) -> int:
 
 
 def run_cmd(cmd: list[str], *, poll_memory: bool = False) -> dict:
-    """Run ``cmd``; wall seconds, exit code, max single-process RSS and (if polled) max tree PSS."""
+    """Run ``cmd``; wall seconds, exit code and, if polled, the largest VmHWM of any process in
+    its tree and the largest PSS sum over the tree (MiB)."""
+    hwm: dict[int, int] = {}
     peak_pss = [0]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -185,22 +184,36 @@ def run_cmd(cmd: list[str], *, poll_memory: bool = False) -> dict:
 
     def poll():
         while not stop.wait(0.02):
-            peak_pss[0] = max(peak_pss[0], sum(_pss_kib(p) for p in _tree(proc.pid)))
+            tree = _tree(proc.pid)
+            # The command's own pid holds this benchmark's memory until it execs: skip it until then.
+            tree = [p for p in tree if _proc_kib(f"/proc/{p}/status", "VmHWM:") and not _is_self_image(p)]
+            for p in tree:
+                hwm[p] = max(hwm.get(p, 0), _proc_kib(f"/proc/{p}/status", "VmHWM:"))
+            peak_pss[0] = max(peak_pss[0], sum(_proc_kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in tree))
 
     poller = threading.Thread(target=poll, daemon=True) if poll_memory else None
     if poller:
         poller.start()
-    # Read the output first (a full pipe would block the child), then reap it with wait4 to get
-    # its rusage: ru_maxrss (KiB) is the largest RSS of the child or any descendant it waited for.
-    output = proc.stdout.read().decode(errors="replace")
-    _pid, status, usage = os.wait4(proc.pid, 0)
+    output = proc.stdout.read().decode(errors="replace")  # drain first: a full pipe would block it
+    proc.wait()
     wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
     stop.set()
     if poller:
         poller.join()
-    return {"wall_s": wall, "rc": proc.returncode, "output": output,
-            "max_rss_mib": usage.ru_maxrss / 1024, "tree_pss_mib": peak_pss[0] / 1024 if poll_memory else None}
+    mem = {"max_rss_mib": max(hwm.values(), default=0) / 1024, "tree_pss_mib": peak_pss[0] / 1024} \
+        if poll_memory else {"max_rss_mib": None, "tree_pss_mib": None}
+    return {"wall_s": wall, "rc": proc.returncode, "output": output, **mem}
+
+
+_SELF_CMD = open(f"/proc/{os.getpid()}/cmdline", "rb").read()
+
+
+def _is_self_image(pid: int) -> bool:
+    """True while ``pid`` is still a fork of this benchmark, before its exec."""
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read() == _SELF_CMD
+    except OSError:
+        return False
 
 
 def weaklabels_exe() -> list[str]:
@@ -279,13 +292,25 @@ def main() -> None:
     voc = Vocabulary.voc()
 
     masks = [decode(p) for p in paths]  # warm the page cache; the pre-decoded inputs of 2-4
-    t_decode = median_time(lambda: [decode(p) for p in paths], R)
-    t_tags = median_time(lambda: [synthesize_tags(make_sample(i, a, voc)) for i, a in zip(ids, masks)], R)
-    t_dec_tags = median_time(lambda: [synthesize_tags(make_sample(i, decode(p), voc)) for i, p in zip(ids, paths)], R)
-    t_unique = median_time(lambda: [np.unique(decode(p)) for p in paths], R)
-    t_boxes = median_time(lambda: [synthesize_boxes(make_sample(i, a, voc)) for i, a in zip(ids, masks)], R)
-    t_scipy = median_time(lambda: [scipy_boxes(a) for a in masks], R)
+    variants = {
+        "decode": lambda: [decode(p) for p in paths],
+        "tags": lambda: [synthesize_tags(make_sample(i, a, voc)) for i, a in zip(ids, masks)],
+        "dec_tags": lambda: [synthesize_tags(make_sample(i, decode(p), voc)) for i, p in zip(ids, paths)],
+        "unique": lambda: [np.unique(decode(p)) for p in paths],
+        "boxes": lambda: [synthesize_boxes(make_sample(i, a, voc)) for i, a in zip(ids, masks)],
+        "scipy": lambda: [scipy_boxes(a) for a in masks],
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(R):
+        for k, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    t_decode, t_tags, t_dec_tags = med["decode"], med["tags"], med["dec_tags"]
+    t_unique, t_boxes, t_scipy = med["unique"], med["boxes"], med["scipy"]
     boxes_disagree = check_boxes_agree(ids, masks, voc)
+    del masks  # keep this process small while the commands run
 
     t0 = time.perf_counter()
     startup = statistics.median(run_cmd([*weaklabels_exe(), "--help"])["wall_s"]

@@ -83,7 +83,10 @@ def cmd_convert(args) -> int:
 
     options = ConvertOptions(kind=args.to, seed=args.seed, format=args.format, gt=args.gt,
                              shard_size=args.shard_size, min_pixels=args.min_pixels,
-                             min_area=args.min_area, connectivity=args.connectivity)
+                             min_area=args.min_area, connectivity=args.connectivity,
+                             point_radius=args.point_radius, points_per=args.per, points_k=args.k,
+                             placement=args.placement, background=args.background, width=args.width,
+                             length_ratio=args.length_ratio)
     if args.quiet or not sys.stderr.isatty():
         import datasets
 
@@ -248,6 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-pixels", type=int, default=1, help="tags: pixels a class needs to be a tag")
     g.add_argument("--min-area", type=int, default=10, help="boxes from components: smallest area, px")
     g.add_argument("--connectivity", type=int, default=8, choices=(4, 8), help="boxes from components")
+    g.add_argument("--per", default="class", choices=("class", "instance"), help="points: per class or per object")
+    g.add_argument("--k", type=int, default=1, help="points per class / object")
+    g.add_argument("--placement", default="center", choices=("center", "random", "human"), help="points placement")
+    g.add_argument("--background", action=argparse.BooleanOptionalAction, default=None,
+                   help="also annotate background (default: on for scribbles, off for points)")
+    g.add_argument("--width", type=float, default=3.0, help="scribbles: stroke width in pixels (SPML: 3)")
+    g.add_argument("--length-ratio", type=float, default=1.0,
+                   help="scribbles: kept fraction of each stroke, 1.0 / 0.8 / 0.5 / 0.3 / 0.0 (0 = one point)")
+    g.add_argument("--point-radius", type=float, default=0.0,
+                   help="points: label every pixel within this radius in weak_label (default: the pixel only)")
     v = c.add_argument_group("voc options")
     v.add_argument("--masks", default="auto", choices=("auto", "SegmentationClass", "SegmentationClassAug", "none"))
     h = c.add_argument_group("hf options")

@@ -64,6 +64,12 @@ class ConvertOptions:
     min_area: int = 10           # boxes from components: smallest kept component, pixels
     connectivity: int = 8        # boxes from components: 4 or 8
     point_radius: float = 0.0    # points: disc radius in the weak label map
+    points_per: str = "class"    # points: "class" or "instance"
+    points_k: int = 1            # points per object
+    placement: str = "center"    # points: center, random or human
+    background: bool | None = None  # points / scribbles: annotate background too (None: scribbles only)
+    width: float = 3.0           # scribbles: stroke width, pixels
+    length_ratio: float = 1.0    # scribbles: kept fraction of the medial path (0: a single point)
 
     def __post_init__(self) -> None:
         if self.kind not in WEAK_KINDS:
@@ -85,7 +91,11 @@ class ConvertOptions:
             return {"min_pixels": self.min_pixels}
         if self.kind == "boxes":
             return {"min_area": self.min_area, "connectivity": self.connectivity}
-        return {}
+        if self.kind == "points":
+            return {"k": self.points_k, "per": self.points_per, "placement": self.placement,
+                    "background": bool(self.background), "min_area": self.min_area}
+        return {"width": self.width, "length_ratio": self.length_ratio,
+                "background": True if self.background is None else self.background, "min_area": self.min_area}
 
 
 @dataclass

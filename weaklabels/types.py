@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -460,6 +461,13 @@ class SemanticMask(_ArrayValue):
     def shape(self) -> tuple[int, int]:
         return self.array.shape  # type: ignore[return-value]
 
+    @functools.cached_property
+    def counts(self) -> np.ndarray:
+        """``(256,) int64`` pixel count of every label value (computed once: the mask is immutable)."""
+        c = np.bincount(self.array.ravel(), minlength=256)
+        c.setflags(write=False)
+        return c
+
     def to_dict(self) -> dict[str, Any]:
         return {"array": _encode_array(self.array)}
 
@@ -561,10 +569,20 @@ class Sample:
     instances: InstanceMasks | None = None
 
     def __post_init__(self) -> None:
+        self._validate(None)
+
+    def _validate(self, changed: set[str] | None) -> None:
+        """Check every field (``changed=None``) or only those named and what depends on them."""
         rid = f"image {self.image_id!r}"
+
+        def check(name: str) -> bool:
+            return changed is None or name in changed
+
         if not isinstance(self.image_id, str) or not self.image_id:
             raise SchemaError(f"Sample: image_id {self.image_id!r}; expected a non-empty string")
-        for what in ("height", "width"):
+        if changed is not None and changed & {"image_id", "height", "width", "vocabulary"}:
+            changed = None
+        for what in ("height", "width") if changed is None else ():
             v = getattr(self, what)
             if not isinstance(v, (int, np.integer)) or v <= 0:
                 raise _fail(rid, f"{what}={v!r}; expected a positive integer")
@@ -573,38 +591,38 @@ class Sample:
         n = len(voc)
         for name in ("tags", "boxes", "points", "scribbles", "instances"):
             ann = getattr(self, name)
-            if ann is not None:
+            if ann is not None and check(name):
                 if not isinstance(ann, _ANNOTATION_TYPES[name]):
                     raise _fail(rid, f"{name}: got {type(ann).__name__}; expected {_ANNOTATION_TYPES[name].__name__}")
                 if ann.classes.size and ann.classes.max() >= n:
                     raise _fail(rid, f"{name}: class index {int(ann.classes.max())} outside the "
                                      f"vocabulary of {n} classes")
-        if self.tags is not None and voc.background is not None and voc.background in self.tags.classes:
+        if self.tags is not None and check("tags") and voc.background is not None and voc.background in self.tags.classes:
             raise _fail(rid, f"tags: background ({voc.background}) is never a tag")
-        if self.boxes is not None and len(self.boxes):
+        if self.boxes is not None and check("boxes") and len(self.boxes):
             b = self.boxes.xyxy
             out = np.flatnonzero((b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w) | (b[:, 3] > h))
             if out.size:
                 raise _fail(rid, f"box {int(out[0])} = {b[out[0]].tolist()} leaves the {w}x{h} image")
-        if self.points is not None and len(self.points):
+        if self.points is not None and check("points") and len(self.points):
             p = self.points.xy
             out = np.flatnonzero((p[:, 0] < 0) | (p[:, 1] < 0) | (p[:, 0] >= w) | (p[:, 1] >= h))
             if out.size:
                 raise _fail(rid, f"point {int(out[0])} = {p[out[0]].tolist()} outside the {w}x{h} image")
-        if self.scribbles is not None:
+        if self.scribbles is not None and check("scribbles"):
             for k, line in enumerate(self.scribbles.lines):
                 if (line[:, 0] < 0).any() or (line[:, 1] < 0).any() or (line[:, 0] > w).any() or (line[:, 1] > h).any():
                     raise _fail(rid, f"scribble {k} leaves the {w}x{h} image")
-        if self.semantic is not None:
+        if self.semantic is not None and check("semantic"):
             if self.semantic.shape != (h, w):
                 raise _fail(rid, f"semantic mask is {self.semantic.shape[1]}x{self.semantic.shape[0]}; "
                                  f"image is {w}x{h}")
-            present = np.flatnonzero(np.bincount(self.semantic.array.ravel(), minlength=256))
+            present = np.flatnonzero(self.semantic.counts)
             bad = [int(v) for v in present if not (v < n or v == voc.ignore)]
             if bad:
                 raise _fail(rid, f"semantic mask holds values {bad} outside the vocabulary "
                                  f"(0..{n - 1} and ignore={voc.ignore})")
-        if self.instances is not None and self.instances.masks.shape[1:] != (h, w):
+        if self.instances is not None and check("instances") and self.instances.masks.shape[1:] != (h, w):
             s = self.instances.masks.shape
             raise _fail(rid, f"instance masks are {s[2]}x{s[1]}; image is {w}x{h}")
 
@@ -614,7 +632,15 @@ class Sample:
         return self.height, self.width
 
     def replace(self, **changes: Any) -> Sample:
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes``; only the changed fields are validated again."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise SchemaError(f"Sample.replace: unknown field(s) {sorted(unknown)}")
+        new = object.__new__(Sample)
+        for f in dataclasses.fields(self):
+            object.__setattr__(new, f.name, changes.get(f.name, getattr(self, f.name)))
+        new._validate(set(changes))
+        return new
 
     def weak_kinds(self) -> tuple[str, ...]:
         return tuple(k for k in WEAK_KINDS if getattr(self, k) is not None)

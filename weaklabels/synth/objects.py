@@ -7,8 +7,10 @@ An *object* is what one annotator stroke or click targets:
   to another class);
 * otherwise: each connected component (8-connected) of a class in the class
   mask with at least ``min_area`` pixels;
-* background objects: connected components of the background class with at
-  least ``min_area`` pixels (when asked for);
+* background: one object holding every background pixel (when asked for);
+  protocols split it into its wide parts on the coarse grid, which costs a
+  fraction of labelling full-resolution components of a class that covers
+  most of the image;
 * ``per_class=True``: all pixels of a class form one object.
 
 Interior distances are computed on a *coarse grid* so cost does not grow with
@@ -154,10 +156,7 @@ def find_objects(sample: Sample, *, min_area: int = 10, background: bool = False
             if sl is not None and c != bg:
                 objects.extend(_components(sem[sl] == c, c, min_area, sl[0].start, sl[1].start))
     if background and bg is not None:
-        if bg == 0:
-            objects.extend(_components(sem == 0, 0, min_area, 0, 0))
-        else:
-            sl = extents[bg - 1]
-            if sl is not None:
-                objects.extend(_components(sem[sl] == bg, bg, min_area, sl[0].start, sl[1].start))
+        m = sem == bg
+        if m.sum() >= min_area:
+            objects.append(Object(bg, 0, 0, m))
     return objects

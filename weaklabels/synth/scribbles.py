@@ -27,10 +27,13 @@ collinear vertices are dropped.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 from skimage.graph import MCP_Geometric
 
 from weaklabels.errors import SchemaError
 from weaklabels.synth.objects import SQRT_HALF, Interior, find_objects, interior_with_cells
+
+_EIGHT = np.ones((3, 3), bool)
 from weaklabels.types import Sample, Scribbles
 
 
@@ -39,24 +42,31 @@ def _farthest(costs: np.ndarray) -> tuple[int, int]:
     return np.unravel_index(int(c.argmax()), c.shape)  # type: ignore[return-value]
 
 
-def medial_path(it: Interior, min_clearance_px: float) -> np.ndarray | None:
-    """Cells ``(N, 2)`` (row, col) of the longest medial path through cells with clearance
-    above ``min_clearance_px``; ``None`` when no cell qualifies."""
+def safe_parts(it: Interior, min_clearance_px: float) -> tuple[np.ndarray, int]:
+    """Label ``(gh, gw)`` of the 8-connected parts of the cells whose clearance leaves room for a
+    stroke keeping ``min_clearance_px`` from the outside, and the number of parts."""
     margin = SQRT_HALF * it.stride  # a segment point is within half a cell diagonal of a vertex
     ok = it.clearance_px() - margin > min_clearance_px
-    if not ok.any():
-        return None
-    start = np.unravel_index(int(np.where(ok, it.clearance, -1).argmax()), ok.shape)
-    if ok.sum() == 1:
-        return np.array([start])
-    cost = np.where(ok, 1.0 / np.maximum(it.clearance, 1e-6), np.inf)
-    mcp = MCP_Geometric(cost)
-    costs, _ = mcp.find_costs([start])
-    a = _farthest(costs)
+    return ndimage.label(ok, structure=_EIGHT)
+
+
+def medial_path(it: Interior, part: np.ndarray) -> np.ndarray:
+    """Cells ``(N, 2)`` (row, col) of a long path through the middle of ``part (gh, gw) bool``.
+
+    Double sweep: from the part's most interior cell take the Euclidean-farthest cell
+    ``a``, then the cell ``b`` geodesically farthest from ``a``, and the least-cost path
+    ``a -> b`` where a cell costs ``1 / clearance`` (so the path keeps to the middle).
+    """
+    cells = np.argwhere(part)
+    if len(cells) == 1:
+        return cells
+    d = it.clearance[part]
+    start = cells[int(d.argmax())]
+    a = tuple(cells[int(((cells - start) ** 2).sum(1).argmax())])
+    cost = np.where(part, 1.0 / np.maximum(it.clearance, 1e-6), np.inf)
     mcp = MCP_Geometric(cost)
     costs, _ = mcp.find_costs([a])
-    b = _farthest(costs)
-    return np.asarray(mcp.traceback(b), np.int64)
+    return np.asarray(mcp.traceback(_farthest(costs)), np.int64)
 
 
 def _drop_collinear(xy: np.ndarray) -> np.ndarray:
@@ -88,6 +98,9 @@ def shorten(xy: np.ndarray, ratio: float) -> np.ndarray:
     return np.vstack([at(lo)[None], inner, at(hi)[None]])
 
 
+_BG_PART_CELLS = 8  # a background part needs this many grid cells of room to get its own stroke
+
+
 def synthesize_scribbles(sample: Sample, *, seed: int = 0, width: float = 3.0, length_ratio: float = 1.0,
                          background: bool = True, min_area: int = 10, max_cells: int = 32) -> Scribbles:
     """Scribbles for every object of ``sample``. Deterministic: the protocol draws no random numbers
@@ -101,21 +114,32 @@ def synthesize_scribbles(sample: Sample, *, seed: int = 0, width: float = 3.0, l
         if sample.scribbles is not None:
             return sample.scribbles
         raise SchemaError(f"{rec}: scribbles need a class mask (or given scribbles)")
-    need = width / 2.0 + 0.5
+    # Labelled pixels are those whose centre lies within width / 2 of the stroke (raster.py):
+    # the stroke must keep more than that from every outside pixel centre.
+    half = width / 2.0
     lines, classes, widths = [], [], []
     for obj in find_objects(sample, min_area=min_area, background=background):
         it = interior_with_cells(obj, max_cells)
-        path = medial_path(it, need)
-        if path is None and it.stride > 1:
+        parts, n = safe_parts(it, half)
+        if n == 0 and it.stride > 1:
             it = interior_with_cells(obj, max(obj.mask.shape))  # thin object: retry on the pixel grid
-            path = medial_path(it, need)
-        if path is None:
+            parts, n = safe_parts(it, half)
+        if n == 0:
             r, c = np.unravel_index(int(it.clearance.argmax()), it.clearance.shape)
             s = it.stride
-            lines.append(np.array([[obj.x0 + c * s + 0.5, obj.y0 + r * s + 0.5]]))
+            lines.append(np.array([[obj.x0 + c * s + s // 2 + 0.5, obj.y0 + r * s + s // 2 + 0.5]]))
             widths.append(1.0)
+            classes.append(obj.cls)
+            continue
+        sizes = np.bincount(parts.ravel())[1:]
+        if obj.cls == sample.vocabulary.background:
+            # the background is one object: a stroke in each of its wide parts
+            keep = [k + 1 for k in np.argsort(-sizes, kind="stable") if sizes[k] >= min(_BG_PART_CELLS, sizes.max())]
         else:
+            keep = [int(sizes.argmax()) + 1]  # one stroke per object, in its widest part
+        for k in keep:
+            path = medial_path(it, parts == k)
             lines.append(_drop_collinear(shorten(it.centres(path), length_ratio)))
             widths.append(float(width))
-        classes.append(obj.cls)
+            classes.append(obj.cls)
     return Scribbles(tuple(lines), np.asarray(classes, np.int64), widths=np.asarray(widths), record=rec)

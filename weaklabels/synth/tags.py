@@ -18,7 +18,7 @@ def synthesize_tags(sample: Sample, *, min_pixels: int = 1) -> ImageTags:
     voc = sample.vocabulary
     rec = f"image {sample.image_id!r}"
     if sample.semantic is not None:
-        counts = np.bincount(sample.semantic.array.ravel(), minlength=256)[: len(voc)]
+        counts = sample.semantic.counts[: len(voc)]
         present = np.flatnonzero(counts >= max(1, min_pixels))
     elif sample.instances is not None:
         present = np.unique(sample.instances.classes[~sample.instances.crowd])
