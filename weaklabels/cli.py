@@ -1,6 +1,7 @@
 """``weaklabels`` command line.
 
-    weaklabels convert {voc,coco,hf} --to {tags,boxes,points,scribbles} [--root R] [--out DIR] ...
+    weaklabels convert {voc,coco,hf,densepose} --to {tags,boxes,points,scribbles} [--root R] [--out DIR] ...
+    weaklabels report {voc,coco,hf} --to KIND [--clicks FILE] [--csv FILE] ...
     weaklabels show DIR [--index I | --id ID] [--out overlay.png]
     weaklabels stats DIR [--csv FILE]
     weaklabels sample shapes --out DIR [--num-images N] [--seed S]
@@ -52,6 +53,14 @@ def _sources(args) -> dict:
     from weaklabels.sources.bundled import bundled_coco, bundled_voc
 
     splits = [s for s in args.split.split(",") if s]
+    if args.dataset == "densepose":
+        from weaklabels.sources.densepose import read_densepose
+
+        if args.annotations is None:
+            raise SchemaError("densepose: give --annotations FILE (a DensePose-COCO JSON)")
+        if len(splits) > 1:
+            raise SchemaError("densepose: one --annotations file holds one split; convert splits one at a time")
+        return {splits[0]: read_densepose(args.annotations, args.root, split=splits[0])}
     if args.dataset == "voc":
         root = args.root or bundled_voc()
         return {s: read_voc(root, s, masks=args.masks) for s in splits}
@@ -80,18 +89,15 @@ def _sources(args) -> dict:
 
 def cmd_convert(args) -> int:
     from weaklabels.convert import ConvertOptions, convert
+    from weaklabels.sources.human import Annotated, human_annotations
 
-    options = ConvertOptions(kind=args.to, seed=args.seed, format=args.format, gt=args.gt,
-                             shard_size=args.shard_size, min_pixels=args.min_pixels,
-                             min_area=args.min_area, connectivity=args.connectivity,
-                             point_radius=args.point_radius, points_per=args.per, points_k=args.k,
-                             placement=args.placement, background=args.background, width=args.width,
-                             length_ratio=args.length_ratio)
-    if args.quiet or not sys.stderr.isatty():
-        import datasets
-
-        datasets.disable_progress_bars()
+    options = _options(args, ConvertOptions)
     sources = _sources(args)
+    if args.dataset == "densepose" and args.to != "points":
+        raise SchemaError("densepose holds part points: use --to points")
+    if args.from_annotations is not None:
+        human = human_annotations(args.to, args.from_annotations, max_rank=args.max_rank, width=args.width)
+        sources = {k: Annotated(v, human) for k, v in sources.items()}
     total = sum(len(s) for s in sources.values())
     out = Path(args.out) if args.out else Path(f"weaklabels-{args.dataset}-{args.to}")
     bar = _progress_bar(total, args.quiet, f"{args.dataset} -> {args.to}")
@@ -102,10 +108,31 @@ def cmd_convert(args) -> int:
     finally:
         if bar:
             bar.close()
+    return _report_convert(args, result, out, total)
+
+
+def _options(args, ConvertOptions):
+    """ConvertOptions from the protocol arguments shared by convert and report."""
+    if args.quiet or not sys.stderr.isatty():
+        import datasets
+
+        datasets.disable_progress_bars()
+    return ConvertOptions(
+        kind=args.to, seed=args.seed, format=getattr(args, "format", "hf"), gt=getattr(args, "gt", "auto"),
+        shard_size=getattr(args, "shard_size", 256), min_pixels=args.min_pixels, min_area=args.min_area,
+        connectivity=args.connectivity, point_radius=args.point_radius, points_per=args.per, points_k=args.k,
+        placement=args.placement, background=args.background, width=args.width, length_ratio=args.length_ratio,
+        given=args.from_annotations is not None or args.dataset == "densepose")
+
+
+def _report_convert(args, result, out: Path, total: int) -> int:
     if not args.quiet:
         print(result.summary.table(result.vocabulary))
         print(f"wrote {result.summary.num_images:,} images to {out} in {result.seconds:.1f} s"
               + (f" (resumed {result.resumed_shards} shard(s))" if result.resumed_shards else ""))
+    if result.warnings and not args.quiet:
+        print(f"{len(result.warnings):,} warning(s) about the input, e.g. {result.warnings[0]['image_id']}: "
+              f"{result.warnings[0]['message']} (all: {out / 'warnings.json'})", file=sys.stderr)
     if result.errors:
         reasons = {}
         for e in result.errors:
@@ -115,6 +142,43 @@ def cmd_convert(args) -> int:
         print(f"skipped {len(result.errors):,} of {total:,}: {top} (details: {out / 'errors.json'})",
               file=sys.stderr)
         return EXIT_SKIPPED
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from weaklabels.convert import ConvertOptions
+    from weaklabels.fidelity import measure, table
+    from weaklabels.sources.clicks import ClickAnnotations
+    from weaklabels.sources.human import human_annotations
+    from weaklabels.synth import synthesize
+
+    options = _options(args, ConvertOptions)
+    split, source = next(iter(_sources(args).items()))
+    n = len(source) if args.limit is None else min(args.limit, len(source))
+    human = None if args.from_annotations is None else human_annotations(
+        args.to, args.from_annotations, max_rank=args.max_rank, width=args.width)
+    clicks = None if args.clicks is None else ClickAnnotations(args.clicks.split(","))
+
+    def weak_of(s):
+        if human is not None:
+            return synthesize(human.attach(s), args.to, given=True)
+        return synthesize(s, args.to, seed=options.seed, **options.synth_options())
+
+    bar = _progress_bar(n, args.quiet, f"report {args.to}")
+
+    def samples():
+        for i in range(n):
+            yield source[i]
+            if bar:
+                bar.update(1)
+
+    f = measure(samples(), weak_of, args.to, None if clicks is None else clicks.attach)
+    if bar:
+        bar.close()
+    name = f"{args.to} ({'human' if human else 'synth'})"
+    d = f.to_dict()
+    print(table({name: d}))
+    print(json.dumps({"protocol": name, "split": split, **d}))
     return EXIT_OK
 
 
@@ -220,33 +284,7 @@ def cmd_sample(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="weaklabels", description="Weak labels for semantic segmentation.",
-                                epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 items skipped, "
-                                       "4 data error, 5 output refused, 130 interrupted (rerun to resume).")
-    p.add_argument("--version", action="version", version=f"weaklabels {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    c = sub.add_parser("convert", help="derive weak labels from a fully annotated dataset and write them")
-    c.add_argument("dataset", choices=("voc", "coco", "hf"))
-    c.add_argument("--to", required=True, choices=WEAK_KINDS, help="kind of weak label to produce")
-    c.add_argument("--root", help="voc: devkit folder; coco: image folder; hf: hub id or local path "
-                                  "(default for voc / coco: the bundled sample)")
-    c.add_argument("--annotations", help="coco: the instances JSON file")
-    c.add_argument("--split", default="train", help="split name(s), comma-separated (default: train)")
-    c.add_argument("--out", help="output folder (default: ./weaklabels-DATASET-KIND)")
-    c.add_argument("--format", default="hf", choices=("hf", "voc"),
-                   help="hf: parquet shards + dataset card (default); voc: PNGs + list file")
-    c.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
-    c.add_argument("--num-proc", type=int, default=1, help="worker processes (default 1)")
-    c.add_argument("--overwrite", action="store_true", help="replace a previous output in --out")
-    c.add_argument("--on-error", default="fail", choices=("fail", "skip"),
-                   help="fail: stop at the first bad item; skip: list it in errors.json and go on")
-    c.add_argument("--gt", default="auto", choices=("auto", "always", "never"),
-                   help="store the full mask as 'gt' (auto: evaluation splits only)")
-    c.add_argument("--shard-size", type=int, default=256, help="images per parquet shard")
-    c.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+def _protocol_args(c: argparse.ArgumentParser) -> None:
     g = c.add_argument_group("protocol options")
     g.add_argument("--min-pixels", type=int, default=1, help="tags: pixels a class needs to be a tag")
     g.add_argument("--min-area", type=int, default=10, help="boxes from components: smallest area, px")
@@ -261,6 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scribbles: kept fraction of each stroke, 1.0 / 0.8 / 0.5 / 0.3 / 0.0 (0 = one point)")
     g.add_argument("--point-radius", type=float, default=0.0,
                    help="points: label every pixel within this radius in weak_label (default: the pixel only)")
+    g.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+    g.add_argument("--from-annotations", metavar="PATH",
+                   help="use human weak labels instead of synthesis: What's-the-Point click JSON(s) "
+                        "(--to points; comma-separated), a ScribbleSup XML folder (--to scribbles), "
+                        "a VOC XML folder or COCO JSON (--to boxes)")
+    g.add_argument("--max-rank", type=int, help="points from clicks: keep clicks of rank <= this")
+
+
+def _source_args(c: argparse.ArgumentParser, datasets: tuple[str, ...]) -> None:
+    c.add_argument("dataset", choices=datasets)
+    c.add_argument("--to", required=True, choices=WEAK_KINDS, help="kind of weak label to produce")
+    c.add_argument("--root", help="voc: devkit folder; coco: image folder; hf: hub id or local path "
+                                  "(default for voc / coco: the bundled sample)")
+    c.add_argument("--annotations", help="coco / densepose: the instances JSON file")
+    c.add_argument("--split", default="train", help="split name(s), comma-separated (default: train)")
     v = c.add_argument_group("voc options")
     v.add_argument("--masks", default="auto", choices=("auto", "SegmentationClass", "SegmentationClassAug", "none"))
     h = c.add_argument_group("hf options")
@@ -270,7 +323,39 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--id-column")
     h.add_argument("--class-names", help="comma-separated class names, index order")
     h.add_argument("--classes-column", help="the ClassLabel column holding class names")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="weaklabels", description="Weak labels for semantic segmentation.",
+                                epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 items skipped, "
+                                       "4 data error, 5 output refused, 130 interrupted (rerun to resume).")
+    p.add_argument("--version", action="version", version=f"weaklabels {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="derive weak labels from a fully annotated dataset and write them")
+    _source_args(c, ("voc", "coco", "hf", "densepose"))
+    c.add_argument("--out", help="output folder (default: ./weaklabels-DATASET-KIND)")
+    c.add_argument("--format", default="hf", choices=("hf", "voc"),
+                   help="hf: parquet shards + dataset card (default); voc: PNGs + list file")
+    c.add_argument("--num-proc", type=int, default=1, help="worker processes (default 1)")
+    c.add_argument("--overwrite", action="store_true", help="replace a previous output in --out")
+    c.add_argument("--on-error", default="fail", choices=("fail", "skip"),
+                   help="fail: stop at the first bad item; skip: list it in errors.json and go on")
+    c.add_argument("--gt", default="auto", choices=("auto", "always", "never"),
+                   help="store the full mask as 'gt' (auto: evaluation splits only)")
+    c.add_argument("--shard-size", type=int, default=256, help="images per parquet shard")
+    c.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    _protocol_args(c)
     c.set_defaults(func=cmd_convert)
+
+    r = sub.add_parser("report", help="fidelity of weak labels against the full masks (no output written)")
+    _source_args(r, ("voc", "coco", "hf"))
+    _protocol_args(r)
+    r.add_argument("--clicks", help="What's-the-Point JSON(s) to compare points with (comma-separated)")
+    r.add_argument("--limit", type=int, help="only the first N images")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=cmd_report)
 
     s = sub.add_parser("show", help="render an overlay PNG of a converted sample")
     s.add_argument("dataset", help="a folder written by weaklabels convert")

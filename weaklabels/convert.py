@@ -70,6 +70,7 @@ class ConvertOptions:
     background: bool | None = None  # points / scribbles: annotate background too (None: scribbles only)
     width: float = 3.0           # scribbles: stroke width, pixels
     length_ratio: float = 1.0    # scribbles: kept fraction of the medial path (0: a single point)
+    given: bool = False          # use the samples' own (human) annotations instead of synthesis
 
     def __post_init__(self) -> None:
         if self.kind not in WEAK_KINDS:
@@ -106,11 +107,13 @@ class ConvertResult:
     errors: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     resumed_shards: int = 0
+    warnings: list[dict] = field(default_factory=list)
 
 
 def convert_sample(sample: Sample, options: ConvertOptions, with_gt: bool) -> Converted:
     """One item through synthesis and rasterisation (pure; no files)."""
-    weak = synthesize(sample, options.kind, seed=options.seed, **options.synth_options())
+    opts = {} if options.given else options.synth_options()
+    weak = synthesize(sample, options.kind, seed=options.seed, given=options.given, **opts)
     label = rasterize(weak, options.kind, point_radius=options.point_radius)
     gt = sample.semantic.array if (with_gt and sample.semantic is not None) else None
     return Converted(weak.replace(semantic=None, instances=None), options.kind, label, gt=gt)
@@ -140,6 +143,7 @@ def _run_shard(task: tuple[str, int, int, int, int]) -> tuple[str, int, int]:
     summary = Summary(len(source.vocabulary))
     items: list[Converted] = []
     errors: list[dict] = []
+    warnings: list[dict] = []
     for i in range(start, stop):
         try:
             item = convert_sample(source[i], options, with_gt)
@@ -154,13 +158,15 @@ def _run_shard(task: tuple[str, int, int, int, int]) -> tuple[str, int, int]:
             summary.skipped += 1
             continue
         summary.add(item.sample, options.kind, item.weak_label)
+        warnings.extend({"split": split, "index": i, "image_id": item.sample.image_id, "message": n}
+                        for n in item.sample.notes)
         items.append(item)
     writer = WRITERS[options.format](source.vocabulary, options.kind)
     writer.write_shard(partial, split, shard, num_shards, items)
     stats = _shard_stats_path(partial, split, shard)
     stats.parent.mkdir(parents=True, exist_ok=True)
     tmp = stats.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"summary": summary.to_dict(), "errors": errors}))
+    tmp.write_text(json.dumps({"summary": summary.to_dict(), "errors": errors, "warnings": warnings}))
     os.replace(tmp, stats)
     return split, shard, stop - start
 
@@ -293,15 +299,18 @@ def convert(sources: dict[str, Source], out: str | Path, options: ConvertOptions
     # Every shard is on disk: gather statistics, then move the data into place.
     summary = Summary(len(vocabulary))
     errors = list(load_errors)
+    warnings: list[dict] = []
     for split, shard, *_ in tasks:
         d = json.loads(_shard_stats_path(partial, split, shard).read_text())
         summary = summary.merge(Summary.from_dict(d["summary"]))
         errors.extend(d["errors"])
+        warnings.extend(d.get("warnings", []))
     summary.skipped = sum(1 for e in errors if e["index"] is not None)
     data_files = writer.finalize(partial, out, {s: len(src) for s, src in sources.items()})
     vocabulary.save(out / "vocabulary.json")
     summary.write_csv(out / "stats.csv", vocabulary)
     (out / "errors.json").write_text(json.dumps(errors, indent=2) + "\n")
+    (out / "warnings.json").write_text(json.dumps(warnings, indent=2) + "\n")
     (out / "summary.json").write_text(json.dumps(summary.to_dict()) + "\n")
     if options.format == "hf":
         card = render_card(vocabulary=vocabulary, options=options, summary=summary, data_files=data_files,
@@ -312,4 +321,4 @@ def convert(sources: dict[str, Source], out: str | Path, options: ConvertOptions
     _write_marker(out, "complete", fp, {"options": asdict(options),
                                         "sources": {k: s.describe() for k, s in sources.items()},
                                         "data_files": data_files})
-    return ConvertResult(out, summary, vocabulary, errors, time.perf_counter() - t0, done_before)
+    return ConvertResult(out, summary, vocabulary, errors, time.perf_counter() - t0, done_before, warnings)

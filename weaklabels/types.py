@@ -567,8 +567,10 @@ class Sample:
     scribbles: Scribbles | None = None
     semantic: SemanticMask | None = None
     instances: InstanceMasks | None = None
+    notes: tuple[str, ...] = ()  # problems a reader found that did not stop the item
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "notes", tuple(self.notes))
         self._validate(None)
 
     def _validate(self, changed: set[str] | None) -> None:
@@ -639,6 +641,7 @@ class Sample:
         new = object.__new__(Sample)
         for f in dataclasses.fields(self):
             object.__setattr__(new, f.name, changes.get(f.name, getattr(self, f.name)))
+        object.__setattr__(new, "notes", tuple(new.notes))
         new._validate(set(changes))
         return new
 
@@ -656,6 +659,7 @@ class Sample:
         for name in _ANNOTATION_TYPES:
             ann = getattr(self, name)
             d[name] = None if ann is None else ann.to_dict()
+        d["notes"] = list(self.notes)
         return d
 
     @classmethod
@@ -668,7 +672,7 @@ class Sample:
             return cls(image_id=d["image_id"], height=d["height"], width=d["width"],
                        vocabulary=Vocabulary.from_dict(d["vocabulary"]),
                        image=None if d.get("image") is None else ImageRef.from_dict(d["image"]),
-                       **anns)
+                       notes=tuple(d.get("notes", ())), **anns)
         except KeyError as err:
             raise SchemaError(f"{rid}: sample JSON misses key {err.args[0]!r}") from err
 

@@ -85,9 +85,12 @@ def test_boxes_weak_label_background_outside_boxes(tmp_path):
     for r in _rows(out):
         weak = _png(r["weak_label"]["bytes"])
         inside = np.zeros_like(weak, bool)
+        ignored = np.zeros_like(weak, bool)
         for b in r["boxes"]:
-            inside[int(b["y0"]):int(b["y1"]), int(b["x0"]):int(b["x1"])] = True
-        assert (weak[inside] == 254).all() and (weak[~inside] == 0).all()
+            (ignored if b["crowd"] else inside)[int(b["y0"]):int(b["y1"]), int(b["x0"]):int(b["x1"])] = True
+        assert (weak[inside] == 254).all()
+        assert (weak[ignored & ~inside] == 255).all()
+        assert (weak[~inside & ~ignored] == 0).all()
 
 
 def test_output_does_not_depend_on_num_proc(tmp_path, voc_masks):

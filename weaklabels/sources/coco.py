@@ -184,3 +184,44 @@ class COCOSource:
 def read_coco(annotations: str | Path, root: str | Path | None = None, **kw) -> COCOSource:
     """Open a COCO instances JSON; ``root`` is the image folder (``None``: masks only)."""
     return COCOSource(annotations, root, **kw)
+
+
+class COCOBoxAnnotations:
+    """Human boxes from a COCO instances JSON (its ``bbox`` fields), matched to samples by
+    image id or by file name stem."""
+
+    kind = "boxes"
+
+    def __init__(self, annotations: str | Path):
+        self.path = Path(annotations)
+        self._src = COCOSource(self.path)
+        self._by_key: dict[str, int] = {}
+        for im in self._src.images:
+            self._by_key[str(im["id"])] = im["id"]
+            if isinstance(im.get("file_name"), str):
+                self._by_key[Path(im["file_name"]).stem] = im["id"]
+
+    def describe(self) -> dict:
+        return {"annotations": "coco_bbox", "path": str(self.path)}
+
+    def attach(self, sample: Sample) -> Sample:
+        rec = f"image {sample.image_id!r}"
+        if sample.image_id not in self._by_key:
+            raise SourceError(f"{rec}: not in {self.path}")
+        anns = sorted(self._src.anns.get(self._by_key[sample.image_id], []), key=lambda a: a.get("id", 0))
+        voc = sample.vocabulary
+        names = self._src.vocabulary.names
+        xywh, cls, crowd = [], [], []
+        for a in anns:
+            try:
+                name = names[self._src.vocabulary.from_source_id(a.get("category_id"))]
+                cls.append(voc.index(name))
+            except Exception as err:
+                raise SourceError(f"{rec} annotation {a.get('id')!r}: category {a.get('category_id')!r}: {err}") from err
+            x, y, w, h = (float(v) for v in a["bbox"])
+            x0, y0 = max(0.0, x), max(0.0, y)
+            xywh.append([x0, y0, max(min(x + w, sample.width) - x0, 1e-3), max(min(y + h, sample.height) - y0, 1e-3)])
+            crowd.append(bool(a.get("iscrowd", 0)))
+        boxes = Boxes.from_xywh(np.asarray(xywh, np.float64).reshape(-1, 4), np.asarray(cls, np.int64),
+                                crowd=np.asarray(crowd, bool), record=rec)
+        return sample.replace(boxes=boxes)

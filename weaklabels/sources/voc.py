@@ -174,34 +174,58 @@ class VOCSource:
         return InstanceMasks(masks, np.asarray(classes, np.int64), record=rec)
 
     def _boxes(self, path: Path, rec: str) -> tuple[Boxes, tuple[int, int] | None]:
-        root = parse_xml(path, rec)
-        size = None
-        s = root.find("size")
-        if s is not None and s.findtext("width") and s.findtext("height"):
-            try:
-                size = (int(float(s.findtext("height"))), int(float(s.findtext("width"))))
-            except ValueError as err:
-                raise SourceError(f"{rec}: {path}: bad <size>: {err}") from err
-        coords, classes, diff, trunc = [], [], [], []
-        for k, o in enumerate(root.iter("object")):
-            name = (o.findtext("name") or "").strip()
-            try:
-                classes.append(self.vocabulary.index(name))
-            except SchemaError as err:
-                raise SourceError(f"{rec}: {path} object {k}: {err}") from err
-            bb = o.find("bndbox")
-            try:
-                coords.append([float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax")])
-            except (AttributeError, TypeError, ValueError) as err:
-                raise SourceError(f"{rec}: {path} object {k}: <bndbox> needs numeric xmin ymin xmax ymax") from err
-            diff.append((o.findtext("difficult") or "0").strip() == "1")
-            trunc.append((o.findtext("truncated") or "0").strip() == "1")
+        return read_voc_boxes(path, self.vocabulary, rec)
+
+
+def read_voc_boxes(path: Path, vocabulary: Vocabulary, rec: str) -> tuple[Boxes, tuple[int, int] | None]:
+    """Boxes of a VOC XML file (1-based inclusive -> pixel edges) and its ``<size>`` (h, w) if given."""
+    root = parse_xml(path, rec)
+    size = None
+    s = root.find("size")
+    if s is not None and s.findtext("width") and s.findtext("height"):
         try:
-            b = Boxes.from_voc_inclusive(np.asarray(coords, np.float64).reshape(-1, 4), classes,
-                                         difficult=diff, truncated=trunc, record=rec)
+            size = (int(float(s.findtext("height"))), int(float(s.findtext("width"))))
+        except ValueError as err:
+            raise SourceError(f"{rec}: {path}: bad <size>: {err}") from err
+    coords, classes, diff, trunc = [], [], [], []
+    for k, o in enumerate(root.iter("object")):
+        name = (o.findtext("name") or "").strip()
+        try:
+            classes.append(vocabulary.index(name))
         except SchemaError as err:
-            raise SourceError(f"{path}: {err}") from err
-        return b, size
+            raise SourceError(f"{rec}: {path} object {k}: {err}") from err
+        bb = o.find("bndbox")
+        try:
+            coords.append([float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax")])
+        except (AttributeError, TypeError, ValueError) as err:
+            raise SourceError(f"{rec}: {path} object {k}: <bndbox> needs numeric xmin ymin xmax ymax") from err
+        diff.append((o.findtext("difficult") or "0").strip() == "1")
+        trunc.append((o.findtext("truncated") or "0").strip() == "1")
+    try:
+        b = Boxes.from_voc_inclusive(np.asarray(coords, np.float64).reshape(-1, 4), classes,
+                                     difficult=diff, truncated=trunc, record=rec)
+    except SchemaError as err:
+        raise SourceError(f"{path}: {err}") from err
+    return b, size
+
+
+class VOCBoxAnnotations:
+    """Human boxes from a folder of VOC XML files ``{image_id}.xml``."""
+
+    kind = "boxes"
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise MissingFileError(f"VOC annotation folder {self.folder} does not exist")
+
+    def describe(self) -> dict:
+        return {"annotations": "voc_xml", "folder": str(self.folder)}
+
+    def attach(self, sample: Sample) -> Sample:
+        rec = f"image {sample.image_id!r}"
+        boxes, _ = read_voc_boxes(self.folder / f"{sample.image_id}.xml", sample.vocabulary, rec)
+        return sample.replace(boxes=boxes)
 
 
 def read_voc(root: str | Path, split: str = "train", **kw) -> VOCSource:

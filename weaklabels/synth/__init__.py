@@ -27,15 +27,21 @@ __all__ = ["rng_for", "synthesize", "synthesize_boxes", "synthesize_points", "sy
            "synthesize_tags"]
 
 
-def synthesize(sample: Sample, kind: str, *, seed: int = 0, **opts) -> Sample:
+def synthesize(sample: Sample, kind: str, *, seed: int = 0, given: bool = False, **opts) -> Sample:
     """Return ``sample`` carrying synthesized ``kind`` annotations and its tags.
 
-    Annotations of other weak kinds are dropped so the result holds exactly one
-    kind of weak label; full masks are kept (the pipeline decides what to store).
+    ``given=True`` keeps the sample's own (human) ``kind`` annotation instead of
+    synthesizing one. Annotations of other weak kinds are dropped so the result
+    holds exactly one kind of weak label; full masks are kept (the pipeline
+    decides what to store).
     """
     if kind not in WEAK_KINDS:
         raise SchemaError(f"unknown weak-label kind {kind!r}; expected one of {', '.join(WEAK_KINDS)}")
     cleared = sample.replace(**{k: None for k in WEAK_KINDS if k not in ("tags", kind)})
+    if given:
+        if getattr(sample, kind) is None:
+            raise SchemaError(f"image {sample.image_id!r}: no given {kind} annotation")
+        return cleared.replace(tags=synthesize_tags(cleared))
     if kind == "tags":
         return cleared.replace(tags=synthesize_tags(sample, **opts))
     tags = synthesize_tags(sample)

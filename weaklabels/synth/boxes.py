@@ -9,7 +9,13 @@ Protocol:
   components under ``min_area`` pixels (default 10) are dropped, because VOC
   masks hold thousands of speckles (half of the 4-connected components of the
   shared 2,000 masks are under 10 px) that no annotator would box;
-* with neither: the source's own boxes, crowd regions removed.
+* with neither: the source's own boxes.
+
+Regions no box may call background become *ignore boxes* (``crowd=True``,
+rasterised as ignore unless a regular box covers them): COCO crowd regions,
+components under ``min_area``, and the connected components of void (255,
+labelled with the background class). So every pixel the weak label calls
+background is background in the full mask.
 
 Implementation: ``scipy.ndimage.find_objects`` gives every class's extent in
 one pass; components are labelled only inside that extent.
@@ -35,59 +41,92 @@ def _tight(mask: np.ndarray) -> tuple[float, float, float, float] | None:
 
 
 def boxes_from_instances(sample: Sample) -> Boxes:
+    """One box per instance; crowd instances give ignore boxes (``crowd=True``)."""
     inst = sample.instances
-    xyxy, cls = [], []
-    for m, c, crowd in zip(inst.masks, inst.classes, inst.crowd):
-        if crowd:
-            continue
+    xyxy, cls, crowd = [], [], []
+    for m, c, cr in zip(inst.masks, inst.classes, inst.crowd):
         b = _tight(m)
         if b is not None:
             xyxy.append(b)
             cls.append(int(c))
+            crowd.append(bool(cr))
     return Boxes(np.asarray(xyxy, np.float64).reshape(-1, 4), np.asarray(cls, np.int64),
-                 record=f"image {sample.image_id!r}")
+                 crowd=np.asarray(crowd, bool), record=f"image {sample.image_id!r}")
+
+
+def _extents(mask: np.ndarray, num_classes: int, background: int | None) -> list[tuple[int, tuple]]:
+    if background == 0:
+        return list(enumerate(ndimage.find_objects(mask, max_label=num_classes - 1), start=1))
+    # find_objects treats 0 as "nothing": shift so class 0 gets an extent too.
+    shifted = mask.astype(np.int16) + 1
+    return list(enumerate(ndimage.find_objects(shifted, max_label=num_classes), start=0))
 
 
 def boxes_from_components(mask: np.ndarray, num_classes: int, background: int | None, *,
-                          min_area: int = 10, connectivity: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """``(xyxy (N, 4) float64, classes (N,) int64)`` of class components of ``mask (H, W) uint8``."""
+                          min_area: int = 10, connectivity: int = 8,
+                          ignore: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes of the class components of ``mask (H, W) uint8``.
+
+    Returns ``(xyxy (N, 4) float64, classes (N,) int64, ignored (N,) bool)``: components of at
+    least ``min_area`` pixels are regular boxes; smaller ones, and (when ``ignore`` is given) the
+    components of void, are ignore boxes, so no pixel of them is called background.
+    """
     if connectivity not in _STRUCTURE:
         raise SchemaError(f"connectivity={connectivity}; expected 4 or 8")
     structure = _STRUCTURE[connectivity]
-    xyxy, cls = [], []
-    if background == 0:
-        extents = list(enumerate(ndimage.find_objects(mask, max_label=num_classes - 1), start=1))
-    else:
-        # find_objects treats 0 as "nothing": shift so class 0 gets an extent too.
-        shifted = mask.astype(np.int16) + 1
-        extents = list(enumerate(ndimage.find_objects(shifted, max_label=num_classes), start=0))
-    for c, sl in extents:
-        if sl is None or c == background:
-            continue
-        lab, n = ndimage.label(mask[sl] == c, structure=structure)
+    xyxy, cls, ignored = [], [], []
+    todo = [(c, sl, c) for c, sl in _extents(mask, num_classes, background) if sl is not None and c != background]
+    if ignore is not None:
+        sl = ndimage.find_objects((mask == ignore).view(np.uint8))
+        if sl and sl[0] is not None:
+            todo.append((ignore, sl[0], -1 if background is None else background))
+    for value, sl, c in todo:
+        lab, n = ndimage.label(mask[sl] == value, structure=structure)
         if n == 0:
             continue
         areas = np.bincount(lab.ravel(), minlength=n + 1)
         y0, x0 = sl[0].start, sl[1].start
         for k, s in enumerate(ndimage.find_objects(lab), start=1):
-            if areas[k] >= min_area:
-                xyxy.append((x0 + s[1].start, y0 + s[0].start, x0 + s[1].stop, y0 + s[0].stop))
-                cls.append(c)
-    return np.asarray(xyxy, np.float64).reshape(-1, 4), np.asarray(cls, np.int64)
+            xyxy.append((x0 + s[1].start, y0 + s[0].start, x0 + s[1].stop, y0 + s[0].stop))
+            cls.append(c)
+            ignored.append(value == ignore or areas[k] < min_area)
+    return (np.asarray(xyxy, np.float64).reshape(-1, 4), np.asarray(cls, np.int64),
+            np.asarray(ignored, bool))
+
+
+def _void_boxes(sample: Sample, connectivity: int) -> Boxes | None:
+    voc = sample.vocabulary
+    if sample.semantic is None or voc.background is None or not sample.semantic.counts[voc.ignore]:
+        return None
+    mask = sample.semantic.array
+    sl = ndimage.find_objects((mask == voc.ignore).view(np.uint8))[0]
+    lab, _ = ndimage.label(mask[sl] == voc.ignore, structure=_STRUCTURE[connectivity])
+    y0, x0 = sl[0].start, sl[1].start
+    xyxy = [(x0 + s[1].start, y0 + s[0].start, x0 + s[1].stop, y0 + s[0].stop) for s in ndimage.find_objects(lab)]
+    n = len(xyxy)
+    return Boxes(np.asarray(xyxy, np.float64).reshape(-1, 4), np.full(n, voc.background), crowd=np.ones(n, bool))
+
+
+def _concat(a: Boxes, b: Boxes | None, rec: str) -> Boxes:
+    if b is None or not len(b):
+        return a
+    return Boxes(np.concatenate([a.xyxy, b.xyxy]), np.concatenate([a.classes, b.classes]),
+                 difficult=np.concatenate([a.difficult, b.difficult]),
+                 truncated=np.concatenate([a.truncated, b.truncated]),
+                 crowd=np.concatenate([a.crowd, b.crowd]), record=rec)
 
 
 def synthesize_boxes(sample: Sample, *, min_area: int = 10, connectivity: int = 8) -> Boxes:
     rec = f"image {sample.image_id!r}"
+    voc = sample.vocabulary
     if sample.instances is not None:
-        return boxes_from_instances(sample)
+        return _concat(boxes_from_instances(sample), _void_boxes(sample, connectivity), rec)
     if sample.semantic is not None:
-        voc = sample.vocabulary
-        xyxy, cls = boxes_from_components(sample.semantic.array, len(voc), voc.background,
-                                          min_area=min_area, connectivity=connectivity)
-        return Boxes(xyxy, cls, record=rec)
+        has_void = voc.background is not None and bool(sample.semantic.counts[voc.ignore])
+        xyxy, cls, ignored = boxes_from_components(sample.semantic.array, len(voc), voc.background,
+                                                   min_area=min_area, connectivity=connectivity,
+                                                   ignore=voc.ignore if has_void else None)
+        return Boxes(xyxy, cls, crowd=ignored, record=rec)
     if sample.boxes is not None:
-        keep = ~sample.boxes.crowd
-        b = sample.boxes
-        return Boxes(b.xyxy[keep], b.classes[keep], difficult=b.difficult[keep],
-                     truncated=b.truncated[keep], record=rec)
+        return sample.boxes
     raise SchemaError(f"{rec}: no mask, instances or boxes to derive boxes from")

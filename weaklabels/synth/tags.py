@@ -2,8 +2,8 @@
 
 Protocol: a class is a tag when the full mask holds at least ``min_pixels`` of
 its pixels (void and background never count). Without a mask, the classes of
-non-crowd instances, then of non-crowd boxes, are used; a sample that already
-carries tags keeps them.
+non-crowd instances, then of non-crowd boxes, points or scribbles, are used;
+a sample that already carries only tags keeps them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ def synthesize_tags(sample: Sample, *, min_pixels: int = 1) -> ImageTags:
         present = np.unique(sample.instances.classes[~sample.instances.crowd])
     elif sample.boxes is not None:
         present = np.unique(sample.boxes.classes[~sample.boxes.crowd])
+    elif sample.points is not None:
+        present = np.unique(sample.points.classes)
+    elif sample.scribbles is not None:
+        present = np.unique(sample.scribbles.classes)
     elif sample.tags is not None:
         return sample.tags
     else:
