@@ -15,7 +15,13 @@ Measured in one run, each figure the median of ``--repeats`` runs:
    ``--num-proc 1`` and ``2``: wall time of the subprocess, interpreter start-up
    included;
 5. Datumaro's ``datum convert -if voc_segmentation -f coco_instances`` on the same
-   masks, when a ``datum`` executable is found (``--datum``, or on PATH).
+   masks, when a ``datum`` executable is found (``--datum``, or on PATH);
+6. points (``synthesize_points``, default protocol) and scribbles
+   (``synthesize_scribbles``, default protocol) on pre-decoded masks, against the
+   skeleton-based scribble generator weak-supervision papers use (WSL4MIS recipe:
+   per class region, erode, ``skimage.morphology.skeletonize``, dilate to 3 px, keep
+   inside the region), timed on the first ``--skeleton-limit`` masks (default 200: it
+   runs at a few masks/s) and compared per mask.
 
 Peak memory of a convert command is measured in a separate, untimed run (polling
 costs CPU on a small machine), polling ``/proc`` every 20 ms over the process tree
@@ -56,6 +62,8 @@ from PIL import Image
 from scipy import ndimage
 
 from weaklabels.synth.boxes import synthesize_boxes
+from weaklabels.synth.points import synthesize_points
+from weaklabels.synth.scribbles import synthesize_scribbles
 from weaklabels.synth.tags import synthesize_tags
 from weaklabels.types import Sample, SemanticMask, Vocabulary
 
@@ -71,7 +79,28 @@ TARGETS = [
     ("convert_np2_vs_np1_x", ">=", 1.7, "convert --to tags: --num-proc 2 >= 1.7x faster than 1"),
     ("peak_rss_mib", "<", 1024, "peak memory of any convert command < 1 GiB"),
     ("convert_vs_datumaro_x", ">=", 10, "convert --to tags (np 1) >= 10x faster than Datumaro"),
+    ("scribbles_masks_per_s", ">=", 300, "scribbles synthesis >= 300 masks/s on one core"),
+    ("scribbles_vs_skeleton_x", ">=", 20, "scribbles >= 20x faster than the skeletonize generator"),
+    ("points_masks_per_s", ">=", 1000, "points synthesis >= 1,000 masks/s on one core"),
 ]
+
+
+def skeleton_scribbles(a: np.ndarray, ignore: int = 255) -> np.ndarray:
+    """The skeleton recipe of WSL4MIS-style generators, written plainly: per class region,
+    erode, skeletonize, dilate to a 3 px stroke, keep inside the region."""
+    from skimage.morphology import skeletonize
+
+    out = np.full(a.shape, 254, np.uint8)
+    for c in np.unique(a):
+        if c == ignore:
+            continue
+        region = a == c
+        core = ndimage.binary_erosion(region, iterations=2)
+        if not core.any():
+            core = region
+        stroke = ndimage.binary_dilation(skeletonize(core), structure=EIGHT) & region
+        out[stroke] = c
+    return out
 
 
 # --------------------------------------------------------------------------- data
@@ -282,6 +311,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--limit", type=int, help="first N ids of ImageSets/sample.txt only")
     ap.add_argument("--datum", help="Datumaro's 'datum' executable (default: on PATH)")
+    ap.add_argument("--skeleton-limit", type=int, default=200, help="masks for the slow skeleton baseline")
     args = ap.parse_args()
     data = args.data.resolve()
     if not data.is_dir():
@@ -299,6 +329,8 @@ def main() -> None:
         "unique": lambda: [np.unique(decode(p)) for p in paths],
         "boxes": lambda: [synthesize_boxes(make_sample(i, a, voc)) for i, a in zip(ids, masks)],
         "scipy": lambda: [scipy_boxes(a) for a in masks],
+        "points": lambda: [synthesize_points(make_sample(i, a, voc)) for i, a in zip(ids, masks)],
+        "scribbles": lambda: [synthesize_scribbles(make_sample(i, a, voc)) for i, a in zip(ids, masks)],
     }
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(R):
@@ -307,6 +339,14 @@ def main() -> None:
             fn()
             times[k].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
+    n_skel = min(n, args.skeleton_limit)
+    skel_times = []
+    for _ in range(R):
+        t0 = time.perf_counter()
+        for a in masks[:n_skel]:
+            skeleton_scribbles(a)
+        skel_times.append(time.perf_counter() - t0)
+    skel_rate = n_skel / statistics.median(skel_times)
     t_decode, t_tags, t_dec_tags = med["decode"], med["tags"], med["dec_tags"]
     t_unique, t_boxes, t_scipy = med["unique"], med["boxes"], med["scipy"]
     boxes_disagree = check_boxes_agree(ids, masks, voc)
@@ -338,6 +378,11 @@ def main() -> None:
         "boxes_scipy_baseline_masks_per_s": n / t_scipy,
         "boxes_vs_scipy_x": t_scipy / t_boxes,
         "boxes_disagreeing_masks": boxes_disagree,
+        "points_masks_per_s": n / med["points"],
+        "scribbles_masks_per_s": n / med["scribbles"],
+        "skeleton_masks_per_s": skel_rate,
+        "skeleton_num_masks": n_skel,
+        "scribbles_vs_skeleton_x": (n / med["scribbles"]) / skel_rate,
         "cli_startup_s": startup,
         "convert_tags_np1_s": ct1["wall_s"],
         "convert_tags_np1_masks_per_s": ct1["masks_per_s"],
@@ -365,6 +410,11 @@ def main() -> None:
         ("boxes: synthesize_boxes(Sample) only", f"{r['boxes_synth_masks_per_s']:,.0f} masks/s", "pre-decoded"),
         ("boxes baseline: ndimage.label+find_objects", f"{r['boxes_scipy_baseline_masks_per_s']:,.0f} masks/s",
          f"ours {r['boxes_vs_scipy_x']:.2f}x faster; {boxes_disagree} masks disagree"),
+        ("points: synthesize_points(Sample) only", f"{r['points_masks_per_s']:,.0f} masks/s", "pre-decoded"),
+        ("scribbles: synthesize_scribbles(Sample) only", f"{r['scribbles_masks_per_s']:,.0f} masks/s",
+         "pre-decoded"),
+        ("scribbles baseline: skeletonize per class", f"{skel_rate:,.1f} masks/s",
+         f"first {n_skel} masks; ours {r['scribbles_vs_skeleton_x']:.1f}x faster"),
         ("CLI start-up: weaklabels --help", f"{startup:.2f} s", "per command"),
     ]
     for (kind, npr), c in conv.items():

@@ -113,7 +113,7 @@ def cmd_convert(args) -> int:
 
 def _options(args, ConvertOptions):
     """ConvertOptions from the protocol arguments shared by convert and report."""
-    if args.quiet or not sys.stderr.isatty():
+    if args.dataset == "hf" and (args.quiet or not sys.stderr.isatty()):
         import datasets
 
         datasets.disable_progress_bars()

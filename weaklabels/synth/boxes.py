@@ -17,19 +17,18 @@ components under ``min_area``, and the connected components of void (255,
 labelled with the background class). So every pixel the weak label calls
 background is background in the full mask.
 
-Implementation: ``scipy.ndimage.find_objects`` gives every class's extent in
-one pass; components are labelled only inside that extent.
+Implementation: each present class's (and void's) extent, then its components
+and their boxes inside that extent only, all from OpenCV (``components.py``).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from weaklabels.errors import SchemaError
+from weaklabels.synth.components import components, equal, extents
 from weaklabels.types import Boxes, Sample
 
-_STRUCTURE = {4: ndimage.generate_binary_structure(2, 1), 8: np.ones((3, 3), bool)}
 
 
 def _tight(mask: np.ndarray) -> tuple[float, float, float, float] | None:
@@ -54,42 +53,34 @@ def boxes_from_instances(sample: Sample) -> Boxes:
                  crowd=np.asarray(crowd, bool), record=f"image {sample.image_id!r}")
 
 
-def _extents(mask: np.ndarray, num_classes: int, background: int | None) -> list[tuple[int, tuple]]:
-    if background == 0:
-        return list(enumerate(ndimage.find_objects(mask, max_label=num_classes - 1), start=1))
-    # find_objects treats 0 as "nothing": shift so class 0 gets an extent too.
-    shifted = mask.astype(np.int16) + 1
-    return list(enumerate(ndimage.find_objects(shifted, max_label=num_classes), start=0))
-
-
 def boxes_from_components(mask: np.ndarray, num_classes: int, background: int | None, *,
                           min_area: int = 10, connectivity: int = 8,
-                          ignore: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                          ignore: int | None = None,
+                          present: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes of the class components of ``mask (H, W) uint8``.
 
     Returns ``(xyxy (N, 4) float64, classes (N,) int64, ignored (N,) bool)``: components of at
     least ``min_area`` pixels are regular boxes; smaller ones, and (when ``ignore`` is given) the
     components of void, are ignore boxes, so no pixel of them is called background.
+    ``present``: the mask's ``(256,)`` label counts when already known.
     """
-    if connectivity not in _STRUCTURE:
+    if connectivity not in (4, 8):
         raise SchemaError(f"connectivity={connectivity}; expected 4 or 8")
-    structure = _STRUCTURE[connectivity]
     xyxy, cls, ignored = [], [], []
-    todo = [(c, sl, c) for c, sl in _extents(mask, num_classes, background) if sl is not None and c != background]
-    if ignore is not None:
-        sl = ndimage.find_objects((mask == ignore).view(np.uint8))
-        if sl and sl[0] is not None:
-            todo.append((ignore, sl[0], -1 if background is None else background))
+    counts = np.bincount(mask.ravel(), minlength=256) if present is None else present
+    present = np.flatnonzero(counts)
+    wanted = [int(v) for v in present if v < num_classes and v != background]
+    if ignore is not None and ignore in present:
+        wanted.append(ignore)
+    todo = [(v, sl, v if v != ignore else (-1 if background is None else background))
+            for v, sl in extents(mask, wanted).items()]
     for value, sl, c in todo:
-        lab, n = ndimage.label(mask[sl] == value, structure=structure)
-        if n == 0:
-            continue
-        areas = np.bincount(lab.ravel(), minlength=n + 1)
+        _, stats = components(equal(mask[sl], value), connectivity)
         y0, x0 = sl[0].start, sl[1].start
-        for k, s in enumerate(ndimage.find_objects(lab), start=1):
-            xyxy.append((x0 + s[1].start, y0 + s[0].start, x0 + s[1].stop, y0 + s[0].stop))
+        for x, y, w, h, area in stats.tolist():
+            xyxy.append((x0 + x, y0 + y, x0 + x + w, y0 + y + h))
             cls.append(c)
-            ignored.append(value == ignore or areas[k] < min_area)
+            ignored.append(value == ignore or area < min_area)
     return (np.asarray(xyxy, np.float64).reshape(-1, 4), np.asarray(cls, np.int64),
             np.asarray(ignored, bool))
 
@@ -99,10 +90,10 @@ def _void_boxes(sample: Sample, connectivity: int) -> Boxes | None:
     if sample.semantic is None or voc.background is None or not sample.semantic.counts[voc.ignore]:
         return None
     mask = sample.semantic.array
-    sl = ndimage.find_objects((mask == voc.ignore).view(np.uint8))[0]
-    lab, _ = ndimage.label(mask[sl] == voc.ignore, structure=_STRUCTURE[connectivity])
+    sl = extents(mask, [voc.ignore])[voc.ignore]
+    _, stats = components(equal(mask[sl], voc.ignore), connectivity)
     y0, x0 = sl[0].start, sl[1].start
-    xyxy = [(x0 + s[1].start, y0 + s[0].start, x0 + s[1].stop, y0 + s[0].stop) for s in ndimage.find_objects(lab)]
+    xyxy = [(x0 + x, y0 + y, x0 + x + w, y0 + y + h) for x, y, w, h, _ in stats.tolist()]
     n = len(xyxy)
     return Boxes(np.asarray(xyxy, np.float64).reshape(-1, 4), np.full(n, voc.background), crowd=np.ones(n, bool))
 
@@ -124,6 +115,7 @@ def synthesize_boxes(sample: Sample, *, min_area: int = 10, connectivity: int = 
     if sample.semantic is not None:
         has_void = voc.background is not None and bool(sample.semantic.counts[voc.ignore])
         xyxy, cls, ignored = boxes_from_components(sample.semantic.array, len(voc), voc.background,
+                                                   present=sample.semantic.counts,
                                                    min_area=min_area, connectivity=connectivity,
                                                    ignore=voc.ignore if has_void else None)
         return Boxes(xyxy, cls, crowd=ignored, record=rec)

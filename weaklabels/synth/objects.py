@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from weaklabels.synth.components import components, equal, extents
 from weaklabels.types import Sample
 
 _EIGHT = np.ones((3, 3), bool)
@@ -106,14 +107,11 @@ def interior_with_cells(obj: Object, max_cells: int = 32) -> Interior:
 
 
 def _components(mask: np.ndarray, cls: int, min_area: int, y0: int, x0: int) -> list[Object]:
-    lab, n = ndimage.label(mask, structure=_EIGHT)
-    if n == 0:
-        return []
-    areas = np.bincount(lab.ravel(), minlength=n + 1)
+    lab, stats = components(mask, 8)
     out = []
-    for k, sl in enumerate(ndimage.find_objects(lab), start=1):
-        if sl is not None and areas[k] >= min_area:
-            out.append(Object(cls, y0 + sl[0].start, x0 + sl[1].start, lab[sl] == k))
+    for k, (x, y, w, h, area) in enumerate(stats.tolist(), start=1):
+        if area >= min_area:
+            out.append(Object(cls, y0 + y, x0 + x, lab[y:y + h, x:x + w] == k))
     return out
 
 
@@ -126,13 +124,14 @@ def find_objects(sample: Sample, *, min_area: int = 10, background: bool = False
     if sem is None:
         return objects
     bg = voc.background
-    extents = ndimage.find_objects(sem, max_label=len(voc) - 1)
+    counts = sample.semantic.counts
+    fg = [int(c) for c in np.flatnonzero(counts[: len(voc)]) if c != bg]
+    ext = extents(sem, fg)
     if per_class:
-        for c, sl in enumerate(extents, start=1):
-            if sl is not None and c != bg:
-                m = sem[sl] == c
-                if m.sum() >= min_area:
-                    objects.append(Object(c, sl[0].start, sl[1].start, m))
+        for c in fg:
+            if counts[c] >= min_area:
+                sl = ext[c]
+                objects.append(Object(c, sl[0].start, sl[1].start, sem[sl] == c))
     elif sample.instances is not None:
         inst = sample.instances
         for k, (m, c, crowd) in enumerate(zip(inst.masks, inst.classes, inst.crowd)):
@@ -152,11 +151,9 @@ def find_objects(sample: Sample, *, min_area: int = 10, background: bool = False
             if crop.sum() >= min_area:
                 objects.append(Object(int(c), int(sl[0].start), int(sl[1].start), crop, instance=k))
     else:
-        for c, sl in enumerate(extents, start=1):
-            if sl is not None and c != bg:
-                objects.extend(_components(sem[sl] == c, c, min_area, sl[0].start, sl[1].start))
-    if background and bg is not None:
-        m = sem == bg
-        if m.sum() >= min_area:
-            objects.append(Object(bg, 0, 0, m))
+        for c in fg:
+            sl = ext[c]
+            objects.extend(_components(equal(sem[sl], c), c, min_area, sl[0].start, sl[1].start))
+    if background and bg is not None and counts[bg] >= min_area:
+        objects.append(Object(bg, 0, 0, sem == bg))
     return objects

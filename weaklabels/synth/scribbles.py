@@ -2,9 +2,13 @@
 
 Protocol (defaults in brackets):
 
-* one scribble per object (instance, or connected class component of at
-  least ``min_area`` pixels [10]) and, with ``background`` [on], one per
-  background component, as ScribbleSup annotators drew;
+* one scribble per instance when instance masks exist; otherwise one per
+  *wide part* of each class: the class's pixels (at least ``min_area`` [10])
+  on a grid of at most ``max_cells`` [32] cells per side, split into the
+  connected parts of the cells with room for a stroke (parts of at least 2
+  cells; the largest part always). With ``background`` [on], one per wide part
+  of the background (at least 8 cells). As ScribbleSup annotators drew: a
+  stroke per object, background included;
 * the stroke follows the object's *medial path*: on the object's coarse grid
   (``objects.interior``) take the inside cell farthest from the boundary, the
   cell geodesically farthest from it, and the geodesically longest path from
@@ -98,7 +102,10 @@ def shorten(xy: np.ndarray, ratio: float) -> np.ndarray:
     return np.vstack([at(lo)[None], inner, at(hi)[None]])
 
 
-_BG_PART_CELLS = 8  # a background part needs this many grid cells of room to get its own stroke
+# Grid cells of room a part of a class (of the background) needs to get its own stroke; the
+# largest part of every object always gets one.
+_PART_CELLS = 2
+_BG_PART_CELLS = 8
 
 
 def synthesize_scribbles(sample: Sample, *, seed: int = 0, width: float = 3.0, length_ratio: float = 1.0,
@@ -118,11 +125,15 @@ def synthesize_scribbles(sample: Sample, *, seed: int = 0, width: float = 3.0, l
     # the stroke must keep more than that from every outside pixel centre.
     half = width / 2.0
     lines, classes, widths = [], [], []
-    for obj in find_objects(sample, min_area=min_area, background=background):
+    # Without instance masks a class is one object split into its wide parts on its grid, which
+    # spares a full-resolution connected-components pass per class.
+    objects = find_objects(sample, min_area=min_area, background=background, per_class=sample.instances is None)
+    for obj in objects:
         it = interior_with_cells(obj, max_cells)
         parts, n = safe_parts(it, half)
-        if n == 0 and it.stride > 1:
-            it = interior_with_cells(obj, max(obj.mask.shape))  # thin object: retry on the pixel grid
+        while n == 0 and it.stride > 1:
+            # too thin for a stroke at this grid: retry on a grid twice as fine, down to pixels
+            it = interior_with_cells(obj, -(-max(obj.mask.shape) // max(1, it.stride // 2)))
             parts, n = safe_parts(it, half)
         if n == 0:
             r, c = np.unravel_index(int(it.clearance.argmax()), it.clearance.shape)
@@ -132,11 +143,12 @@ def synthesize_scribbles(sample: Sample, *, seed: int = 0, width: float = 3.0, l
             classes.append(obj.cls)
             continue
         sizes = np.bincount(parts.ravel())[1:]
-        if obj.cls == sample.vocabulary.background:
-            # the background is one object: a stroke in each of its wide parts
-            keep = [k + 1 for k in np.argsort(-sizes, kind="stable") if sizes[k] >= min(_BG_PART_CELLS, sizes.max())]
+        if obj.instance is not None:
+            keep = [int(sizes.argmax()) + 1]  # one stroke per instance, in its widest part
         else:
-            keep = [int(sizes.argmax()) + 1]  # one stroke per object, in its widest part
+            # a class (or the background) as a whole: a stroke in each of its wide parts
+            least = min(_BG_PART_CELLS if obj.cls == sample.vocabulary.background else _PART_CELLS, int(sizes.max()))
+            keep = [k + 1 for k in np.argsort(-sizes, kind="stable") if sizes[k] >= least]
         for k in keep:
             path = medial_path(it, parts == k)
             lines.append(_drop_collinear(shorten(it.centres(path), length_ratio)))

@@ -9,17 +9,9 @@ from string import Template
 
 from weaklabels.types import Vocabulary
 
-PROTOCOLS = {
-    "tags": "Image tags: a foreground class is a tag when the full mask holds at least `min_pixels` "
-            "of its pixels. Every pixel of `weak_label` is unlabelled.",
-    "boxes": "Boxes: the tight box of each instance (instance masks), or of each connected component "
-             "(`connectivity`) of a class with at least `min_area` pixels when only a class mask exists; "
-             "crowd regions and void are excluded. In `weak_label` the pixels outside every box are "
-             "background, inside a box unlabelled (its candidate classes are the covering boxes' classes "
-             "plus background), inside a crowd box ignore.",
-    "points": "Points: labelled pixels at the given points (disc of `point_radius`).",
-    "scribbles": "Scribbles: labelled polylines drawn with their width.",
-}
+def protocol_text(kind: str) -> str:
+    """The protocol's documentation, ``data_cards/protocols/KIND.md`` (one source for cards and docs)."""
+    return (template_path().parent / "protocols" / f"{kind}.md").read_text().strip()
 
 
 def template_path() -> Path:
@@ -52,7 +44,8 @@ def render_card(*, vocabulary: Vocabulary, options, summary, data_files: dict[st
         "source_summary": src,
         "data_files_yaml": "\n".join(f"  - split: {s}\n    path: {p}" for s, p in data_files.items()),
         "data_files_python": ", ".join(f'"{s}": "{p}"' for s, p in data_files.items()),
-        "protocol": PROTOCOLS[options.kind],
+        "protocol": protocol_text(options.kind) + (
+            "\n\nThese labels are human annotations read with `--from-annotations`." if options.given else ""),
         "options_json": json.dumps(opts),
         "seed": options.seed,
         "unlabelled": vocabulary.unlabelled,

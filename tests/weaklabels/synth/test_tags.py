@@ -1,7 +1,8 @@
 """Tests for tag synthesis: the foreground classes present in the full annotation.
 
 Reference: ``np.unique`` of the mask minus background and void, on real VOC
-masks and on generated shapes scenes.
+masks and on generated shapes scenes. Without a mask, the classes of
+instances, boxes, points or scribbles (in that order) give the tags.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from weaklabels.sources.shapes import render_scene, shapes_vocabulary
 from weaklabels.synth import synthesize
 from weaklabels.synth.tags import synthesize_tags
 from weaklabels.types import (
-    Boxes, ImageTags, InstanceMasks, Points, Sample, SemanticMask, Vocabulary,
+    Boxes, ImageTags, InstanceMasks, Points, Sample, Scribbles, SemanticMask, Vocabulary,
 )
 
 VOC = Vocabulary.voc()
@@ -117,11 +118,26 @@ def test_mask_wins_over_instances_and_given_tags():
     assert synthesize_tags(s).classes.tolist() == [6]
 
 
+def test_fallback_to_points_and_scribbles_without_background():
+    pts = Sample("p", 3, 3, VOC, points=Points([[1, 1], [2, 2], [0.5, 0.5]], [2, 0, 2]))
+    assert synthesize_tags(pts).classes.tolist() == [2]
+    scr = Sample("s", 3, 3, VOC, scribbles=Scribbles(([[0.5, 0.5], [2.5, 2.5]], [[1, 1]]), [0, 17]))
+    assert synthesize_tags(scr).classes.tolist() == [17]
+    both = pts.replace(scribbles=scr.scribbles)
+    assert synthesize_tags(both).classes.tolist() == [2]  # points come before scribbles
+
+
 def test_given_tags_are_kept_and_nothing_is_an_error():
     s = Sample("t", 3, 3, VOC, tags=ImageTags([3, 1]))
     assert synthesize_tags(s) == s.tags
-    with pytest.raises(SchemaError, match=r"image 'p'.*no mask"):
-        synthesize_tags(Sample("p", 3, 3, VOC, points=Points([[1, 1]], [2])))
+    with pytest.raises(SchemaError, match=r"image 'e'.*no mask"):
+        synthesize_tags(Sample("e", 3, 3, VOC))
+
+
+def test_synthesize_with_given_points_takes_tags_from_them():
+    s = Sample("g", 4, 4, VOC, points=Points([[1, 1], [3, 3]], [0, 9]))
+    out = synthesize(s, "points", given=True)
+    assert out.points == s.points and out.tags.classes.tolist() == [9]
 
 
 def test_synthesize_tags_drops_other_weak_kinds():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -59,3 +60,12 @@ def test_features_use_class_labels_and_lists():
     assert f["tags"].feature.names == ["background", "a"]
     # boxes stay a list of dicts (datasets.Sequence would turn it into a dict of lists)
     assert isinstance(f["boxes"], List) and isinstance(f["boxes"].feature, dict)
+
+
+def test_hand_written_schema_equals_the_one_datasets_builds():
+    from weaklabels.writers.hf import arrow_schema
+
+    v = Vocabulary(("background", "a", "b"))
+    ours, theirs = arrow_schema(v), hf_features(v).arrow_schema
+    assert ours.equals(theirs, check_metadata=False)
+    assert json.loads(ours.metadata[b"huggingface"]) == json.loads(theirs.metadata[b"huggingface"])
