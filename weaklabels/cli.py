@@ -122,7 +122,8 @@ def _options(args, ConvertOptions):
         shard_size=getattr(args, "shard_size", 256), min_pixels=args.min_pixels, min_area=args.min_area,
         connectivity=args.connectivity, point_radius=args.point_radius, points_per=args.per, points_k=args.k,
         placement=args.placement, background=args.background, width=args.width, length_ratio=args.length_ratio,
-        given=args.from_annotations is not None or args.dataset == "densepose")
+        given=args.from_annotations is not None or args.dataset == "densepose",
+        regions=getattr(args, "regions", "none"))
 
 
 def _report_convert(args, result, out: Path, total: int) -> int:
@@ -345,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--gt", default="auto", choices=("auto", "always", "never"),
                    help="store the full mask as 'gt' (auto: evaluation splits only)")
     c.add_argument("--shard-size", type=int, default=256, help="images per parquet shard")
+    c.add_argument("--regions", default="none",
+                   help="low-level regions stored with each image (SPML's relation V): none (default), "
+                        "felzenszwalb, slic, or a folder of region PNGs named by image id")
     c.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     _protocol_args(c)
     c.set_defaults(func=cmd_convert)

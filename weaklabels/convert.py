@@ -71,6 +71,7 @@ class ConvertOptions:
     width: float = 3.0           # scribbles: stroke width, pixels
     length_ratio: float = 1.0    # scribbles: kept fraction of the medial path (0: a single point)
     given: bool = False          # use the samples' own (human) annotations instead of synthesis
+    regions: str = "none"        # none, felzenszwalb, slic, or a folder of region PNGs
 
     def __post_init__(self) -> None:
         if self.kind not in WEAK_KINDS:
@@ -81,6 +82,9 @@ class ConvertOptions:
             raise SchemaError(f"gt={self.gt!r}; expected auto, always or never")
         if self.shard_size < 1:
             raise SchemaError(f"shard_size={self.shard_size}; expected >= 1")
+        if self.regions not in ("none", "felzenszwalb", "slic") and not Path(self.regions).is_dir():
+            raise SchemaError(f"regions={self.regions!r}; expected none, felzenszwalb, slic or a folder of "
+                              f"region PNGs")
 
     def with_gt(self, split: str) -> bool:
         if self.gt != "auto":
@@ -116,7 +120,25 @@ def convert_sample(sample: Sample, options: ConvertOptions, with_gt: bool) -> Co
     weak = synthesize(sample, options.kind, seed=options.seed, given=options.given, **opts)
     label = rasterize(weak, options.kind, point_radius=options.point_radius)
     gt = sample.semantic.array if (with_gt and sample.semantic is not None) else None
-    return Converted(weak.replace(semantic=None, instances=None), options.kind, label, gt=gt)
+    return Converted(weak.replace(semantic=None, instances=None), options.kind, label, gt=gt,
+                     regions=regions_of(sample, options.regions))
+
+
+def regions_of(sample: Sample, how: str):
+    """The region map of ``sample`` by ``how`` (a method of ``regions.METHODS`` or a folder)."""
+    if how == "none":
+        return None
+    from weaklabels import regions
+
+    if how in regions.METHODS:
+        if sample.image is None:
+            raise SchemaError(f"image {sample.image_id!r}: --regions {how} needs images; this dataset "
+                              f"has masks only")
+        from weaklabels.sources.files import read_rgb
+
+        rgb = read_rgb(sample.image.read_bytes(), f"image {sample.image_id!r}")
+        return regions.compute_regions(rgb, how)
+    return regions.read_regions(how, sample.image_id, sample.size)
 
 
 # --------------------------------------------------------------------------- workers

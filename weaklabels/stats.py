@@ -34,7 +34,12 @@ class Summary:
     def add(self, sample: Sample, kind: str, weak_label: np.ndarray) -> None:
         voc = sample.vocabulary
         n = self.num_classes
-        counts = np.bincount(weak_label.ravel(), minlength=256)
+        first = int(weak_label.flat[0]) if weak_label.size else 0
+        if kind == "tags" and (weak_label.ravel() == first).all():
+            counts = np.zeros(256, np.int64)  # tags maps are constant: no need to count
+            counts[first] = weak_label.size
+        else:
+            counts = np.bincount(weak_label.ravel(), minlength=256)
         self.labelled_pixels += counts[:n]
         self.unlabelled_pixels += int(counts[voc.unlabelled])
         self.ignore_pixels += int(counts[voc.ignore])

@@ -464,7 +464,12 @@ class SemanticMask(_ArrayValue):
     @functools.cached_property
     def counts(self) -> np.ndarray:
         """``(256,) int64`` pixel count of every label value (computed once: the mask is immutable)."""
-        c = np.bincount(self.array.ravel(), minlength=256)
+        if self.array.size < 2 ** 24:  # OpenCV counts in float32: exact below 2^24 per bin
+            import cv2  # a histogram is 2x faster than np.bincount, which widens uint8 to intp first
+
+            c = cv2.calcHist([np.ascontiguousarray(self.array)], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+        else:
+            c = np.bincount(self.array.ravel(), minlength=256)
         c.setflags(write=False)
         return c
 

@@ -15,16 +15,23 @@ labelled pixel lies on a pixel of its own class in the source mask.
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from weaklabels.errors import SchemaError
-from weaklabels.synth.boxes import synthesize_boxes
-from weaklabels.synth.points import synthesize_points
-from weaklabels.synth.scribbles import synthesize_scribbles
 from weaklabels.synth.seeding import rng_for
 from weaklabels.synth.tags import synthesize_tags
 from weaklabels.types import WEAK_KINDS, Sample
 
 __all__ = ["rng_for", "synthesize", "synthesize_boxes", "synthesize_points", "synthesize_scribbles",
            "synthesize_tags"]
+
+
+def __getattr__(name: str):
+    # Protocol modules import scipy / scikit-image / OpenCV (~0.5 s): load them on first use, so
+    # a tags conversion (and each worker process) does not pay for them.
+    if name in ("synthesize_boxes", "synthesize_points", "synthesize_scribbles"):
+        return getattr(import_module(f"weaklabels.synth.{name.split('_')[1]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def synthesize(sample: Sample, kind: str, *, seed: int = 0, given: bool = False, **opts) -> Sample:
@@ -45,8 +52,9 @@ def synthesize(sample: Sample, kind: str, *, seed: int = 0, given: bool = False,
     if kind == "tags":
         return cleared.replace(tags=synthesize_tags(sample, **opts))
     tags = synthesize_tags(sample)
+    protocol = import_module(f"weaklabels.synth.{kind}")
     if kind == "boxes":
-        return cleared.replace(boxes=synthesize_boxes(sample, **opts), tags=tags)
+        return cleared.replace(boxes=protocol.synthesize_boxes(sample, **opts), tags=tags)
     if kind == "points":
-        return cleared.replace(points=synthesize_points(sample, seed=seed, **opts), tags=tags)
-    return cleared.replace(scribbles=synthesize_scribbles(sample, seed=seed, **opts), tags=tags)
+        return cleared.replace(points=protocol.synthesize_points(sample, seed=seed, **opts), tags=tags)
+    return cleared.replace(scribbles=protocol.synthesize_scribbles(sample, seed=seed, **opts), tags=tags)

@@ -3,6 +3,7 @@ viewer), 16-bit grayscale for region maps (up to 65,535 regions)."""
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -13,6 +14,19 @@ from weaklabels.types import VOC_PALETTE
 
 def encode_label_png(array: np.ndarray, palette: tuple[int, ...] = VOC_PALETTE) -> bytes:
     """``(H, W) uint8`` -> palette PNG bytes (index values kept exactly)."""
+    first = array.flat[0] if array.size else 0
+    if array.size and (array.ravel() == first).all():
+        # Tags label no pixel: their maps are constant, so encode each size once.
+        return _constant_png(array.shape, int(first), palette)
+    return _encode(array, palette)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant_png(shape: tuple[int, int], value: int, palette: tuple[int, ...]) -> bytes:
+    return _encode(np.full(shape, value, np.uint8), palette)
+
+
+def _encode(array: np.ndarray, palette: tuple[int, ...]) -> bytes:
     im = Image.fromarray(np.ascontiguousarray(array, np.uint8), "P")
     im.putpalette(palette)
     buf = io.BytesIO()
