@@ -101,3 +101,25 @@ def paint_stroke(out: np.ndarray, line: np.ndarray, half_width: float, value: in
     cols = np.clip(np.floor(pts[:, 0]).astype(np.int64), 0, w - 1)
     rows = np.clip(np.floor(pts[:, 1]).astype(np.int64), 0, h - 1)
     out[rows, cols] = value
+
+
+def rasterize_candidates(sample: Sample) -> np.ndarray:
+    """Per-pixel candidate label sets of a boxes annotation, ``(C, H, W) bool``.
+
+    Inside regular boxes: the classes of the boxes covering the pixel plus background; elsewhere
+    empty (outside every box the weak label already says background; ignore boxes say ignore).
+    This is the ``candidates`` input of ``segsets.build_segment_sets``.
+    """
+    voc, h, w = sample.vocabulary, sample.height, sample.width
+    if sample.boxes is None:
+        raise SchemaError(f"image {sample.image_id!r}: no boxes to rasterise candidate sets from")
+    out = np.zeros((len(voc), h, w), bool)
+    pix = box_pixels(sample.boxes.xyxy, h, w)
+    inside = np.zeros((h, w), bool)
+    for (c0, r0, c1, r1), cls, crowd in zip(pix, sample.boxes.classes, sample.boxes.crowd):
+        if not crowd:
+            out[cls, r0:r1, c0:c1] = True
+            inside[r0:r1, c0:c1] = True
+    if voc.background is not None:
+        out[voc.background] = inside
+    return out

@@ -277,3 +277,20 @@ def test_single_vertex_scribble_default_width():
         out = rasterize(_sample(scribbles=Scribbles((np.array([[x, y]]),), [2])), "scribbles")
         assert out[r, c] == 2, (x, y)
 
+
+
+def test_candidate_sets_of_boxes():
+    from weaklabels.raster import rasterize_candidates
+    from weaklabels.types import Boxes, Sample, Vocabulary
+
+    voc = Vocabulary(("background", "a", "b"))
+    s = Sample("c", 6, 8, voc, boxes=Boxes([[0, 0, 4, 4], [2, 2, 6, 6], [6, 0, 8, 2]], [1, 2, 1],
+                                           crowd=[False, False, True]))
+    cand = rasterize_candidates(s)
+    weak = rasterize(s, "boxes")
+    assert cand.shape == (3, 6, 8)
+    assert cand[:, 3, 3].tolist() == [True, True, True]      # covered by both boxes
+    assert cand[:, 0, 0].tolist() == [True, True, False]
+    assert not cand[:, 0, 7].any() and weak[0, 7] == 255      # ignore box: no candidates
+    assert not cand[:, 5, 7].any() and weak[5, 7] == 0        # outside: background label
+    assert (cand.any(0) == (weak == 254)).all()               # candidates exactly where unlabelled
