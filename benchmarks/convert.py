@@ -306,6 +306,29 @@ def bench_datumaro(datum: str | None, devkit: Path, tmp: Path, n: int, repeats: 
 # --------------------------------------------------------------------------- main
 
 
+def _spin(_: int) -> float:
+    t0 = time.perf_counter()
+    s = 0
+    for i in range(2_000_000):
+        s += i
+    return time.perf_counter() - t0
+
+
+def parallel_capacity(repeats: int = 5) -> float:
+    """Effective cores right now: time of one CPU-bound job / time of two jobs in two processes,
+    times 2 (2.0 on two idle cores; a shared host often gives less)."""
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(2) as pool:
+        ratios = []
+        for _ in range(repeats):
+            one = _spin(0)
+            t0 = time.perf_counter()
+            pool.map(_spin, [0, 1])
+            ratios.append(2 * one / (time.perf_counter() - t0))
+    return statistics.median(ratios)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"VOC masks folder (default {DEFAULT_DATA})")
@@ -353,6 +376,7 @@ def main() -> None:
     boxes_disagree = check_boxes_agree(ids, masks, voc)
     del masks  # keep this process small while the commands run
 
+    capacity_before = parallel_capacity()
     t0 = time.perf_counter()
     startup = statistics.median(run_cmd([*weaklabels_exe(), "--help"])["wall_s"]
                                 for _ in range(R))
@@ -364,6 +388,7 @@ def main() -> None:
         datum_rate, err = bench_datumaro(datum, devkit, tmp, n, R)
         why = why or err
     t_sub = time.perf_counter() - t0
+    capacity_after = parallel_capacity()
 
     decode_rate = n / t_decode
     ct1 = conv[("tags", 1)]
@@ -399,6 +424,8 @@ def main() -> None:
         "convert_vs_datumaro_x": None if datum_rate is None else ct1["masks_per_s"] / datum_rate,
         "datumaro_error": why,
         "subprocess_section_s": t_sub,
+        "parallel_capacity_cores_before": capacity_before,
+        "parallel_capacity_cores_after": capacity_after,
     }
 
     rows = [
@@ -424,7 +451,8 @@ def main() -> None:
     rows.append(("datum convert -f coco_instances",
                  "n/a" if datum_rate is None else f"{datum_rate:,.1f} masks/s",
                  why or f"ours (tags, np 1) {r['convert_vs_datumaro_x']:.1f}x faster"))
-    print(f"{n:,} masks from {data}; median of {R} repeats")
+    print(f"{n:,} masks from {data}; median of {R} repeats; effective cores (2 = both idle): "
+          f"{capacity_before:.2f} before the commands, {capacity_after:.2f} after")
     w = max(len(a) for a, _, _ in rows)
     for a, b, c in rows:
         print(f"  {a:<{w}}  {b:>16}  {c}")

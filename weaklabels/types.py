@@ -467,6 +467,7 @@ class SemanticMask(_ArrayValue):
         if self.array.size < 2 ** 24:  # OpenCV counts in float32: exact below 2^24 per bin
             import cv2  # a histogram is 2x faster than np.bincount, which widens uint8 to intp first
 
+            cv2.setNumThreads(1)  # its thread pool would fight worker processes for the cores
             c = cv2.calcHist([np.ascontiguousarray(self.array)], [0], None, [256], [0, 256]).ravel().astype(np.int64)
         else:
             c = np.bincount(self.array.ravel(), minlength=256)
