@@ -59,3 +59,18 @@ def shapes_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shapes")
     write_shapes(out, 12, seed=3, boundary=True)
     return out
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """On a shared 2-core machine torch's intra-op threads spin against other processes and run
+    many times slower (BENCHMARKS.md, segment sets): tests use one thread."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

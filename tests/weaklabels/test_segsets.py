@@ -185,6 +185,7 @@ def fast_relation_sets(rel: Relation):
     for i in range(n):
         r, v = related[i].tolist(), visible[i].tolist()
         own = owns[i]
+        assert any(v[j] for j in range(len(segs)) if segs[j] == own), f"{rel.name}: own segment not visible"
         pos = frozenset(segs[j] for j in range(len(segs)) if r[j] and segs[j] != own)
         neg = frozenset(segs[j] for j in range(len(segs)) if v[j] and not r[j])
         assert pixels[i] not in out, f"{rel.name}: pixel {pixels[i]} listed twice"
@@ -393,6 +394,31 @@ def test_single_segment_images():
     # A: the unlabelled image has no labelled segment of its own: nothing is propagated across images
     prop = propagate_labels(sets, torch.nn.functional.normalize(torch.ones(2, 2), dim=1), -1.0)
     assert prop.tolist() == [[False, True, False], [False, False, False]]
+
+
+def test_propagation_accepts_similarity_equal_to_threshold_and_stays_in_image():
+    # image 0: class 1 | unlabelled | class 2 (three clusters); image 1: unlabelled only
+    U = 4
+    case = _case([[[1, U, 2]], [[U, U, U]]], cluster=[[[0, 1, 2]], [[0, 0, 0]]], tags=[[0, 1, 1], [0, 1, 0]])
+    sets = build_segment_sets(**case)
+    assert sets.num_batch_segments == 4
+    key = {(int(sets.image[i]), int(sets.cluster[i])): i for i in range(4)}
+    f = torch.zeros(4, 2)
+    f[key[0, 0]] = torch.tensor([1.0, 0.0])
+    f[key[0, 1]] = torch.tensor([1.0, 0.0])   # cosine exactly 1.0 with the class-1 segment
+    f[key[0, 2]] = torch.tensor([0.0, 1.0])
+    f[key[1, 0]] = torch.tensor([1.0, 0.0])   # same feature, other image: never propagated
+    prop = propagate_labels(sets, f, threshold=1.0)
+    assert prop[key[0, 1]].tolist() == [False, True, False]
+    assert not prop[key[1, 0]].any()
+    prop = propagate_labels(sets, f, threshold=1.5)
+    assert not prop[key[0, 1]].any()
+    rel = add_affinity(sets, f, threshold=1.0)
+    assert sorted(rel.segments.tolist()) == sorted([key[0, 0], key[0, 1], key[0, 2]])
+    assert rel.pixels.tolist() == [0, 2]
+    r, v = rel.related()
+    cols = rel.segments.tolist()
+    assert r[0, cols.index(key[0, 1])] and not r[0, cols.index(key[0, 2])]
 
 
 def test_all_ignore_image_and_all_ignore_batch():

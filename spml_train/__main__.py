@@ -1,0 +1,43 @@
+"""``python -m spml_train recipe=NAME key=value ...``: train and evaluate one recipe.
+
+Recipes live in ``recipes/`` (``python -m spml_train --help`` lists them);
+``run.dir=PATH`` chooses the run directory (default: Hydra's output directory).
+The last line printed is ``mIoU=<value>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+
+def main() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig
+
+    from spml_train.config import recipe_names, register
+
+    register()
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__)
+        print("recipes: " + ", ".join(recipe_names()))
+        print("example: python -m spml_train recipe=toy_scribbles optim.iterations=100 run.dir=runs/toy")
+        return
+
+    @hydra.main(version_base="1.3", config_path=None, config_name="spml")
+    def _main(cfg: DictConfig) -> None:
+        from spml_train.engine import run
+
+        run_dir = Path(cfg.run.dir) if cfg.run.dir else Path(HydraConfig.get().runtime.output_dir)
+        metrics = run(cfg, run_dir)
+        print(f"metrics: {run_dir / 'metrics.json'}")
+        print(f"mIoU={metrics['mIoU']:.2f}")
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _main()
+
+
+if __name__ == "__main__":
+    main()

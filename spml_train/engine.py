@@ -1,0 +1,295 @@
+"""The training engine: devices, the SPML step, schedule, checkpoints, logs.
+
+One step (``SPML.md`` sections 3-4): embeddings -> spherical k-means segments
+(no autograd) -> segments ∩ regions ∩ labels and the relations
+(``weaklabels.segsets``) -> differentiable prototypes -> SegSort+ terms for C,
+O, V (and A) plus the joint softmax head's cross-entropy -> SGD. The memory
+bank keeps detached prototypes of the last iterations (finer k-means grid) for
+C and O.
+
+Only this module knows about devices, autocast, checkpoints and logging; the
+loss takes tensors and relations, never the configuration.
+
+A run directory holds ``config.yaml``, ``log.jsonl``, ``checkpoints/last.pt``
+(written atomically every ``run.checkpoint_every`` steps, with model, optimiser,
+memory bank, RNG states and the data position, so a resumed run continues
+exactly), ``metrics.json`` and ``predictions/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from spml_train import data as data_mod
+from spml_train.evaluate import evaluate, iou_table
+from spml_train.loss import location_features, segsort_loss
+from spml_train.model import build_model, freeze_stem, param_groups
+from spml_train.segments import MemoryBank, segment_prototypes, spherical_kmeans
+from weaklabels.segsets import add_affinity, build_segment_sets
+from weaklabels.types import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor
+    terms: dict[str, float]
+
+
+def poly_lr(it: int, cfg) -> float:
+    """Poly decay (power ``poly_power``) with a linear warm-up from ``warmup_factor``: a factor of the base lr."""
+    o = cfg.optim
+    if it < o.warmup:
+        return o.warmup_factor + (1 - o.warmup_factor) * it / max(o.warmup, 1)
+    return (1 - it / max(o.iterations, 1)) ** o.poly_power
+
+
+def _grid(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest resize of an integer map ``(B, H, W)`` to the embedding grid."""
+    return F.interpolate(t[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+def train_step(model, batch: dict, cfg, vocab: Vocabulary, bank: MemoryBank, device: torch.device) -> StepResult:
+    """Forward and loss of one batch (no optimiser step)."""
+    C = len(vocab)
+    images = batch["image"].to(device, non_blocking=True)
+    if cfg.run.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.amp and device.type == "cuda"):
+        out = model(images)
+    emb = out["embedding"].float()  # the loss runs in fp32: exp(kappa * cos) overflows half precision
+    B, D, h, w = emb.shape
+    label = _grid(batch["label"].to(device), (h, w))
+    region = _grid(batch["region"].to(device), (h, w))
+    tags = batch["tags"].to(device)
+    valid = label != vocab.ignore
+    cluster = spherical_kmeans(emb.detach(), valid, grid=cfg.segments.grid, iters=cfg.segments.iterations)
+    cand = None
+    if cfg.data.kind == "boxes" and not cfg.data.full_supervision:
+        stride = batch["label"].shape[-1] / w
+        cand = data_mod.candidate_grid(batch["boxes"], C, vocab.background, h, w, stride).to(device)
+    mem_protos, memory = bank.get()
+    sets = build_segment_sets(cluster, label, region, tags, num_classes=C, unlabelled=vocab.unlabelled,
+                              ignore=vocab.ignore, background=vocab.background, candidates=cand,
+                              memory=memory if len(bank) else None)
+    emb_flat = emb.permute(0, 2, 3, 1).reshape(-1, D)
+    protos = segment_prototypes(emb_flat, sets.pixel_segment, sets.num_batch_segments)
+    all_protos = torch.cat([protos, mem_protos.to(device)]) if len(bank) else protos
+    L = cfg.loss
+    terms: dict[str, torch.Tensor] = {}
+    if L.lambda_c:
+        terms["C"] = segsort_loss(emb_flat, all_protos, sets.relations["C"], L.kappa_c, chunk=L.chunk)
+    if L.lambda_o:
+        terms["O"] = segsort_loss(emb_flat, all_protos, sets.relations["O"], L.kappa_o, chunk=L.chunk)
+    loc = None
+    if L.lambda_v or L.lambda_a:
+        loc = location_features(emb)
+        loc_protos = segment_prototypes(loc, sets.pixel_segment, sets.num_batch_segments)
+    if L.lambda_v:
+        terms["V"] = segsort_loss(loc, loc_protos, sets.relations["V"], L.kappa_v, chunk=L.chunk)
+    if L.lambda_a:
+        add_affinity(sets, loc_protos.detach(), L.affinity_threshold)
+        terms["A"] = segsort_loss(emb_flat, all_protos, sets.relations["A"], L.kappa_a, chunk=L.chunk)
+    # joint softmax head: cross-entropy on pixels with one class (the head sees a detached embedding)
+    target = torch.where(label < C, label, torch.full_like(label, -100))
+    logits = out["logits"].float()
+    terms["CE"] = F.cross_entropy(logits, target, ignore_index=-100) if (target >= 0).any() else logits.sum() * 0
+    total = (L.lambda_c * (terms.get("C", 0) + terms["CE"]) + L.lambda_o * terms.get("O", 0)
+             + L.lambda_v * terms.get("V", 0) + L.lambda_a * terms.get("A", 0))
+    if bank.iterations:
+        with torch.no_grad():
+            mem_cluster = spherical_kmeans(emb.detach(), valid, grid=cfg.segments.memory_grid,
+                                           iters=cfg.segments.iterations)
+            msets = build_segment_sets(mem_cluster, label, region, tags, num_classes=C,
+                                       unlabelled=vocab.unlabelled, ignore=vocab.ignore,
+                                       background=vocab.background, candidates=cand)
+            mp = segment_prototypes(emb_flat.detach(), msets.pixel_segment, msets.num_batch_segments)
+            bank.push(mp, msets.label_set[: msets.num_batch_segments], msets.tags[: msets.num_batch_segments])
+    return StepResult(total, {k: float(v.detach()) for k, v in terms.items()})
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, model, optimizer, bank: MemoryBank, it: int, epoch: int, position: int) -> None:
+    """Everything needed to continue exactly; written to a temporary name, then renamed."""
+    state = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "memory": bank.state_dict(),
+        "iteration": it, "epoch": epoch, "position": position,
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model, optimizer, bank: MemoryBank) -> tuple[int, int, int]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    bank.load_state_dict(state["memory"])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return state["iteration"], state["epoch"], state["position"]
+
+
+# --------------------------------------------------------------------------- data order
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A seeded permutation per epoch, started at ``position``: resuming mid-epoch replays nothing."""
+
+    def __init__(self, n: int, seed: int, epoch: int, position: int = 0):
+        self.n, self.seed, self.epoch, self.position = n, seed, epoch, position
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g)[self.position:].tolist())
+
+    def __len__(self) -> int:
+        return self.n - self.position
+
+
+def batches(dataset, cfg, epoch: int, position: int):
+    """Yield ``(epoch, position_after, batch)`` forever, epoch after epoch."""
+    B = cfg.data.batch_size
+    while True:
+        dataset.epoch = epoch
+        sampler = EpochSampler(len(dataset), cfg.run.seed, epoch, position)
+        dl = torch.utils.data.DataLoader(dataset, batch_size=B, sampler=sampler, drop_last=True,
+                                         num_workers=cfg.data.workers, collate_fn=data_mod.collate,
+                                         worker_init_fn=data_mod._worker_init)
+        for batch in dl:
+            position += B
+            yield epoch, position, batch
+        epoch, position = epoch + 1, 0
+
+
+# --------------------------------------------------------------------------- run
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("run.device=cuda but no CUDA device is available; use run.device=cpu")
+    return torch.device(name)
+
+
+def run(cfg, run_dir: Path) -> dict:
+    """Train and evaluate one recipe; returns the metrics."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    torch.manual_seed(cfg.run.seed)
+    np.random.seed(cfg.run.seed)
+    random.seed(cfg.run.seed)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    device = resolve_device(cfg.run.device)
+
+    train_dir, val_dir = Path(cfg.data.train), Path(cfg.data.val)
+    if cfg.data.shapes.num_train:
+        train_dir, val_dir = data_mod.prepare_toy(cfg, run_dir / "data")
+    d = cfg.data
+    train_ds = data_mod.ConvertedDataset(train_dir, d.train_split, kind=d.kind, train=True, crop=d.crop,
+                                         scale=(d.scale_min, d.scale_max), flip=d.flip,
+                                         flip_pairs=[list(p) for p in d.flip_pairs], dilate=d.dilate,
+                                         full_supervision=d.full_supervision, seed=cfg.run.seed)
+    vocab = train_ds.vocabulary
+    val_ds = data_mod.ConvertedDataset(val_dir, d.val_split, kind=d.kind, train=False)
+
+    model = build_model(cfg.model.backbone, cfg.model.embedding, cfg.model.dim, len(vocab),
+                        weights=cfg.model.weights, psp_channels=cfg.model.psp_channels)
+    freeze_stem(model)
+    model.to(device)
+    if cfg.run.channels_last:
+        model.to(memory_format=torch.channels_last)
+    groups = param_groups(model, cfg.optim.lr, cfg.optim.weight_decay)
+    optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+    bank = MemoryBank(cfg.segments.memory_iterations)
+
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    start, epoch, position = 0, 0, 0
+    if cfg.run.resume and ckpt.is_file():
+        start, epoch, position = load_checkpoint(ckpt, model, optimizer, bank)
+        log.info("resumed from %s at iteration %d", ckpt, start)
+
+    logf = open(run_dir / "log.jsonl", "a")
+    bar = None
+    if cfg.run.progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.optim.iterations, initial=start, desc=cfg.name, dynamic_ncols=True)
+    stream = batches(train_ds, cfg, epoch, position)
+    model.train()
+    t_last, n_img, skipped = time.perf_counter(), 0, 0
+    it = start
+    while it < cfg.optim.iterations:
+        epoch, position, batch = next(stream)
+        factor = poly_lr(it, cfg)
+        for g in optimizer.param_groups:
+            g["lr"] = cfg.optim.lr * factor * g["lr_mult"]
+        res = train_step(model, batch, cfg, vocab, bank, device)
+        optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(res.loss):
+            # a non-finite loss would poison the weights: skip the step, keep the record
+            skipped += 1
+            logf.write(json.dumps({"iter": it, "nonfinite_loss": True, "terms": res.terms}) + "\n")
+            it += 1
+            continue
+        res.loss.backward()
+        optimizer.step()
+        it += 1
+        n_img += len(batch["image"])
+        if it % cfg.run.log_every == 0 or it == cfg.optim.iterations:
+            now = time.perf_counter()
+            rec = {"iter": it, "lr": cfg.optim.lr * factor, "loss": float(res.loss.detach()), **res.terms,
+                   "images_per_s": n_img / max(now - t_last, 1e-9), "skipped_steps": skipped}
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+            t_last, n_img = now, 0
+            if bar:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in res.terms.items()} | {"img/s": f"{rec['images_per_s']:.1f}"})
+        if bar:
+            bar.update(1)
+        if it % cfg.run.checkpoint_every == 0 or it == cfg.optim.iterations:
+            save_checkpoint(ckpt, model, optimizer, bank, it, epoch, position)
+    if bar:
+        bar.close()
+    logf.close()
+
+    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=1, shuffle=False, num_workers=0,
+                                             collate_fn=data_mod.collate)
+    metrics = evaluate(model, val_loader, vocab, run_dir, device=device, scales=list(cfg.eval.scales),
+                       flip=cfg.eval.flip, save_predictions=cfg.eval.save_predictions,
+                       max_images=cfg.eval.max_images, split=d.val_split)
+    metrics["iterations"] = it
+    metrics["skipped_steps"] = skipped
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("\n%s", iou_table(metrics))
+    return metrics
+
+
+def chance_miou(num_classes: int) -> float:
+    """mIoU (0..100) of predicting uniformly at random, for orientation."""
+    return 100.0 / (2 * num_classes - 1) if num_classes else 0.0
+

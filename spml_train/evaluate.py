@@ -1,0 +1,109 @@
+"""Evaluation: mIoU from one confusion matrix over the whole split (SPML.md
+section 7): classes include background, ground truth ``ignore`` (255) is left
+out, and IoU is computed once from the summed matrix (not a mean of per-image
+scores). Inference uses the softmax head, optionally over several scales and
+with a horizontal flip (probabilities averaged at image size).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from weaklabels.types import Vocabulary
+from weaklabels.writers.png import encode_label_png
+
+log = logging.getLogger(__name__)
+
+
+def confusion(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore: int = 255) -> np.ndarray:
+    """``(C, C) int64`` counts of (ground truth row, prediction column), ignore left out."""
+    keep = (gt != ignore) & (gt < num_classes)
+    return np.bincount(gt[keep].astype(np.int64) * num_classes + pred[keep].astype(np.int64),
+                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def iou(conf: np.ndarray) -> np.ndarray:
+    """Per-class IoU ``(C,)`` in 0..1 (NaN for a class absent from both ground truth and predictions)."""
+    tp = np.diag(conf).astype(np.float64)
+    denom = conf.sum(0) + conf.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, tp / denom, np.nan)
+
+
+@torch.no_grad()
+def predict(model, image: torch.Tensor, scales: list[float], flip: bool) -> torch.Tensor:
+    """Class probabilities ``(C, H, W)`` for one normalised image ``(3, H, W)``."""
+    _, H, W = image.shape
+    probs = None
+    for s in scales:
+        x = image[None]
+        if s != 1.0:
+            x = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+        views = [x, x.flip(-1)] if flip else [x]
+        for k, v in enumerate(views):
+            logits = model(v)["logits"].float()
+            if k == 1:
+                logits = logits.flip(-1)
+            p = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False).softmax(1)[0]
+            probs = p if probs is None else probs + p
+    return probs
+
+
+def evaluate(model, loader, vocabulary: Vocabulary, out_dir: Path, *, device: torch.device,
+             scales: list[float] = (1.0,), flip: bool = False, save_predictions: bool = True,
+             max_images: int = 0, split: str = "val", flip_perm: np.ndarray | None = None) -> dict:
+    """Evaluate on a split; writes ``metrics.json`` (and predictions / overlays) into ``out_dir``."""
+    C = len(vocabulary)
+    conf = np.zeros((C, C), np.int64)
+    was_training = model.training
+    model.eval()
+    pred_dir = out_dir / "predictions"
+    if save_predictions:
+        pred_dir.mkdir(parents=True, exist_ok=True)
+    n = 0
+    palette = np.asarray(vocabulary.palette(), np.uint8).reshape(256, 3)
+    for batch in loader:
+        for image, gt, rgb, iid in zip(batch["image"], batch["gt"], batch["rgb"], batch["image_id"]):
+            probs = predict(model, image.to(device), list(scales), flip)
+            pred = probs.argmax(0).cpu().numpy().astype(np.uint8)
+            g = gt.numpy()
+            conf += confusion(pred, g, C, vocabulary.ignore)
+            if save_predictions:
+                (pred_dir / f"{iid}.png").write_bytes(encode_label_png(pred, vocabulary.palette()))
+                over = (0.5 * rgb.numpy() + 0.5 * palette[pred]).astype(np.uint8)
+                Image.fromarray(over).save(pred_dir / f"{iid}_overlay.jpg", quality=85)
+            n += 1
+            if max_images and n >= max_images:
+                break
+        if max_images and n >= max_images:
+            break
+    model.train(was_training)
+    per_class = iou(conf)
+    miou = float(np.nanmean(per_class) * 100) if np.isfinite(per_class).any() else 0.0
+    metrics = {
+        "mIoU": miou,
+        "per_class_iou": {name: (None if np.isnan(v) else float(v * 100)) for name, v in zip(vocabulary.names, per_class)},
+        "split": split,
+        "images": n,
+        "pixel_accuracy": float(np.diag(conf).sum() / max(conf.sum(), 1) * 100),
+        "scales": list(scales),
+        "flip": flip,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    np.save(out_dir / "confusion.npy", conf)
+    return metrics
+
+
+def iou_table(metrics: dict) -> str:
+    rows = [f"{'class':<16} {'IoU':>7}"]
+    for name, v in metrics["per_class_iou"].items():
+        rows.append(f"{name:<16} {'-' if v is None else f'{v:7.2f}':>7}")
+    rows.append(f"{'mIoU':<16} {metrics['mIoU']:7.2f}")
+    return "\n".join(rows)

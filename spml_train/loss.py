@@ -1,0 +1,172 @@
+"""SegSort+: the pixel-to-segment contrastive loss of SPML (``SPML.md`` section 4).
+
+For pixel ``i`` (unit embedding ``e_i``, own segment ``s(i)``) and the candidate prototypes ``p_k``
+of one relation (``weaklabels.segsets.Relation``), with ``l_ik = kappa * e_i . p_k``::
+
+    positives P_i = visible & related & k != s(i)
+    negatives N_i = visible & ~related & k != s(i)
+    num_i  = logsumexp_{k in P_i} l_ik          or l_{i,s(i)} when P_i is empty (fallback)
+    den_i  = logaddexp(num_i, logsumexp_{k in N_i} l_ik)
+    loss_i = den_i - num_i                      (= -log(num / den) of the paper)
+
+The own segment is never a positive nor a negative: it enters only as the fallback numerator (and
+hence the denominator). That is the "\\ {s}" of the paper's formula, and it also covers O's images
+with no foreground tag, whose own segment is *unrelated* to the pixel: it is not counted as a
+negative, the pixel has no positive and falls back to its own segment.
+
+Numerics: fp32 (or fp64 when given), log space throughout, ``-inf`` masks, never ``exp`` of a raw
+logit (``exp(kappa)`` overflows fp16 for kappa above about 11; kappa reaches 16).
+
+Memory: the ``n x m`` logit matrix is never kept. ``_SegSortFunction`` walks the pixels in chunks of
+``chunk`` rows; the forward keeps only ``num_i`` and ``den_i`` (two floats per pixel), and the
+backward recomputes each chunk's logits and masks and applies the closed-form gradient
+``dloss_i / dl_ik = softmax over den's set - softmax over num's set``. A custom ``autograd.Function``
+rather than ``torch.utils.checkpoint`` per chunk: checkpointing would recompute the whole chunk
+forward *and* then keep its intermediates (logits, masks, exp) alive for autograd's backward of
+that chunk, whereas the closed form needs one matmul to recompute and two to back-propagate, with
+only ``num`` / ``den`` saved, so working memory is a few ``chunk x m`` blocks and time is about
+three matmuls of the dense form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from weaklabels.segsets import Relation, SegmentSets
+
+from .segments import segment_prototypes, with_location
+
+
+def _block(x: Tensor, p: Tensor, rel: Relation, rows: slice, kappa: float):
+    """Logits ``(r, m)``, positives and all counted candidates (positives or negatives), both
+    ``(r, m) bool``, for pixel rows ``rows``."""
+    logits = kappa * (x @ p.T)
+    related, visible = rel.related(rows)
+    counted = visible & (rel.segments[None, :] != rel.own[rows, None])
+    return logits, related & counted, counted
+
+
+def _masked_lse(logits: Tensor, mask: Tensor) -> Tensor:
+    """Row-wise logsumexp over ``mask`` (-inf for an empty row)."""
+    return torch.logsumexp(torch.where(mask, logits, float("-inf")), dim=1)
+
+
+class _SegSortFunction(torch.autograd.Function):
+    """Per-pixel SegSort+ loss ``(n,)`` from ``x (n, D)``, ``p (m, D)`` (the relation's candidate
+    prototypes, in ``rel.segments`` order) and ``p_own (n, D)`` (each pixel's own prototype)."""
+
+    @staticmethod
+    def forward(ctx, x, p, p_own, rel, kappa, chunk):
+        n = x.shape[0]
+        own_logit = kappa * (x * p_own).sum(1)
+        num, den = torch.empty_like(own_logit), torch.empty_like(own_logit)
+        for start in range(0, n, chunk):
+            rows = slice(start, min(start + chunk, n))
+            logits, pos, counted = _block(x[rows], p, rel, rows, kappa)
+            num[rows] = torch.where(pos.any(1), _masked_lse(logits, pos), own_logit[rows])
+            neg = counted.logical_xor_(pos)                               # counted & ~pos
+            den[rows] = torch.logaddexp(num[rows], _masked_lse(logits, neg))
+        ctx.save_for_backward(x, p, p_own, own_logit, num, den)
+        ctx.rel, ctx.kappa, ctx.chunk = rel, kappa, chunk
+        return den - num
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss):
+        x, p, p_own, own_logit, num, den = ctx.saved_tensors
+        rel, kappa, chunk = ctx.rel, ctx.kappa, ctx.chunk
+        with torch.autocast(x.device.type, enabled=False):
+            return _SegSortFunction._backward(x, p, p_own, own_logit, num, den, grad_loss, rel, kappa, chunk)
+
+    @staticmethod
+    def _backward(x, p, p_own, own_logit, num, den, grad_loss, rel, kappa, chunk):
+        n = x.shape[0]
+        grad_x, grad_p, grad_own = torch.empty_like(x), torch.zeros_like(p), torch.empty_like(p_own)
+        inf = float("-inf")
+        for start in range(0, n, chunk):
+            rows = slice(start, min(start + chunk, n))
+            xc, go = x[rows], grad_loss[rows].to(x.dtype)
+            logits, pos, counted = _block(xc, p, rel, rows, kappa)
+            has_pos = pos.any(1)
+            # d loss / d logit: softmax over den's set minus softmax over num's set; masked logits
+            # are -inf before exp, so exp never sees a large positive exponent
+            g = (torch.where(counted, logits, inf) - den[rows, None]).exp_()
+            g -= (torch.where(pos, logits, inf) - num[rows, None]).exp_()
+            g *= go[:, None]
+            # the own segment carries gradient only as the fallback numerator
+            g_own = torch.where(has_pos, torch.zeros_like(go), (own_logit[rows] - den[rows]).exp() - 1) * go
+            grad_x[rows] = kappa * (g @ p + g_own[:, None] * p_own[rows])
+            grad_p += kappa * (g.T @ xc)
+            grad_own[rows] = kappa * g_own[:, None] * xc
+        return grad_x, grad_p, grad_own, None, None, None
+
+
+def segsort_loss(emb: Tensor, protos: Tensor, rel: Relation, kappa: float, chunk: int = 8192) -> Tensor:
+    """SegSort+ for one relation, averaged over its pixels: a scalar.
+
+    ``emb (N_all, D)``: every pixel of the batch, flattened as ``B * H * W`` (``rel.pixels`` index
+    it); ``protos (S_total, D)``: every segment of the table, batch then memory (``rel.own`` and
+    ``rel.segments`` index it). Both unit norm. Computed in chunks of ``chunk`` pixels, in fp32
+    (fp64 inputs stay fp64) and outside autocast; memory ``O(chunk x m)``. An empty relation gives a
+    zero that keeps the graph.
+    """
+    if len(rel) == 0:
+        return emb.sum() * 0 + protos.sum() * 0
+    dtype = torch.promote_types(emb.dtype, torch.float32)
+    with torch.autocast(emb.device.type, enabled=False):
+        x = emb[rel.pixels].to(dtype)
+        p = protos[rel.segments].to(dtype)
+        p_own = protos[rel.own].to(dtype)
+        return _SegSortFunction.apply(x, p, p_own, rel, float(kappa), int(chunk)).mean()
+
+
+def location_features(emb: Tensor) -> Tensor:
+    """V's features, flattened like ``emb_flat``: ``emb (B, D, H, W)`` -> ``(B * H * W, D + 2)``,
+    ``normalize([e; y; x])`` (``segments.with_location``), differentiable. Their prototypes are
+    ``segment_prototypes(location_features(emb), sets.pixel_segment, sets.num_batch_segments)``,
+    which also serve ``add_affinity`` (detached) as the location-weighted features of A."""
+    return with_location(emb).permute(0, 2, 3, 1).reshape(-1, emb.shape[1] + 2)
+
+
+def spml_loss(emb: Tensor, sets: SegmentSets, lambdas: Mapping[str, float], kappas: Mapping[str, float], *,
+              memory_prototypes: Tensor | None = None, chunk: int = 8192) -> tuple[Tensor, dict[str, Tensor]]:
+    """``sum_r lambda_r * L_r`` over the relations named in ``lambdas`` (C, O, V, A), and the terms.
+
+    ``emb (B, D, H, W)``: unit norm; ``sets``: from ``build_segment_sets`` on the same grid (with
+    ``add_affinity`` for A); ``memory_prototypes (M, D)``: the memory bank's prototypes, in the order
+    of the ``Memory`` given to ``build_segment_sets``. C, O and A compare ``e`` with the batch
+    prototypes (plus memory); V compares the with-location vectors ``normalize([e; y; x])`` of pixels
+    and of batch prototypes. Each term is averaged over its pixels; a relation that is absent, empty
+    or weighted 0 contributes 0. Returns ``(total, {name: detached term})``; CE is not included.
+    """
+    B, D, H, W = emb.shape
+    S = sets.num_batch_segments
+    M = len(sets) - S
+    emb_flat = emb.permute(0, 2, 3, 1).reshape(-1, D)
+    protos = segment_prototypes(emb_flat, sets.pixel_segment, S)
+    if M:
+        if memory_prototypes is None or memory_prototypes.shape[0] != M:
+            got = None if memory_prototypes is None else tuple(memory_prototypes.shape)
+            raise ValueError(f"the segment table has {M} memory segments but memory_prototypes is {got}; "
+                             f"expected ({M}, {D}) in the Memory's order")
+        protos = torch.cat([protos, memory_prototypes.detach().to(protos)])
+    total = emb_flat.sum() * 0
+    zero = total.detach().clone()
+    terms: dict[str, Tensor] = {}
+    for name, weight in lambdas.items():
+        rel = sets.relations.get(name)
+        if rel is None or weight == 0 or len(rel) == 0:
+            terms[name] = zero.clone()
+            continue
+        if name == "V":
+            loc_flat = location_features(emb)
+            term = segsort_loss(loc_flat, segment_prototypes(loc_flat, sets.pixel_segment, S), rel,
+                                kappas[name], chunk)
+        else:
+            term = segsort_loss(emb_flat, protos, rel, kappas[name], chunk)
+        total = total + weight * term
+        terms[name] = term.detach()
+    return total, terms

@@ -1,0 +1,68 @@
+"""Every recipe composes through Hydra; unknown keys are errors; recipes carry SPML's settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize
+from omegaconf import OmegaConf
+
+from spml_train.config import load_recipe, recipe_names, register
+
+register()
+
+
+def _compose(*overrides: str):
+    with initialize(version_base="1.3", config_path=None):
+        return compose(config_name="spml", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_recipe_composes_and_resolves(name):
+    cfg = _compose(f"recipe={name}")
+    assert cfg.name == name
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_required_recipes_exist():
+    want = {"voc_tags", "voc_boxes", "voc_scribbles", "voc_points", "densepose_points", "coco_tags",
+            "coco_boxes", "coco_scribbles", "coco_points", "toy_tags", "toy_boxes", "toy_points",
+            "toy_scribbles", "toy_full"}
+    assert want <= set(recipe_names())
+
+
+def test_spml_settings_per_annotation():
+    # SPML.md section 5
+    s = _compose("recipe=voc_scribbles")
+    assert (s.loss.lambda_c, s.loss.lambda_o, s.loss.kappa_o, s.data.dilate) == (1.0, 0.5, 12, 3)
+    p = _compose("recipe=voc_points")
+    assert (p.loss.lambda_c, p.loss.lambda_o, p.data.dilate) == (0.1, 0.1, 6)
+    d = _compose("recipe=densepose_points")
+    assert (d.model.embedding, d.model.dim, d.segments.grid, d.segments.memory_iterations) == ("psp", 32, 12, 0)
+    assert d.loss.lambda_o == 0 and d.loss.lambda_a == 0.5 and d.optim.iterations == 45000
+    assert [list(x) for x in d.data.flip_pairs] == [[2, 3], [4, 5], [6, 7], [8, 9], [10, 11], [12, 13]]
+    t = _compose("recipe=voc_tags")
+    assert (t.optim.lr, t.optim.iterations, t.data.batch_size, t.data.crop) == (3e-3, 30000, 16, 512)
+
+
+def test_overrides_and_unknown_keys():
+    cfg = _compose("recipe=toy_tags", "optim.iterations=7", "run.dir=/tmp/x")
+    assert cfg.optim.iterations == 7 and cfg.run.dir == "/tmp/x"
+    with pytest.raises(Exception, match="iterationz"):
+        _compose("recipe=toy_tags", "optim.iterationz=7")
+    with pytest.raises(Exception, match="toy_tags"):  # the error lists the recipes
+        _compose("recipe=nope")
+
+
+def test_base_chain_is_merged():
+    r = load_recipe("voc_boxes")
+    assert r.model.backbone == "resnet101" and r.data.kind == "boxes" and list(r.eval.scales) == [1.0]
+    with pytest.raises(KeyError, match="voc_tags"):
+        load_recipe("nope")
+
+
+def test_help_lists_recipes():
+    out = subprocess.run([sys.executable, "-m", "spml_train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "voc_scribbles" in out.stdout and "toy_full" in out.stdout
