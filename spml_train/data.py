@@ -224,16 +224,6 @@ def prepare_toy(cfg, root: Path) -> tuple[Path, Path]:
     return train_out, val_out
 
 
-def loader(dataset: torch.utils.data.Dataset, batch_size: int, workers: int, train: bool,
-           seed: int = 0) -> torch.utils.data.DataLoader:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) >= batch_size,
-        num_workers=workers, collate_fn=collate, generator=g, persistent_workers=workers > 0,
-        worker_init_fn=_worker_init)
-
-
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers decode and augment; one thread each avoids oversubscription
 

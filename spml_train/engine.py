@@ -175,9 +175,12 @@ def batches(dataset, cfg, epoch: int, position: int):
     while True:
         dataset.epoch = epoch
         sampler = EpochSampler(len(dataset), cfg.run.seed, epoch, position)
+        # The loader draws its workers' base seed from `generator`: a dedicated one keeps the global
+        # RNG (dropout) untouched, so a resumed run draws exactly what the uninterrupted one did.
+        gen = torch.Generator().manual_seed(cfg.run.seed * 100003 + epoch)
         dl = torch.utils.data.DataLoader(dataset, batch_size=B, sampler=sampler, drop_last=True,
                                          num_workers=cfg.data.workers, collate_fn=data_mod.collate,
-                                         worker_init_fn=data_mod._worker_init)
+                                         worker_init_fn=data_mod._worker_init, generator=gen)
         for batch in dl:
             position += B
             yield epoch, position, batch
