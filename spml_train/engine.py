@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 
 from spml_train import data as data_mod
 from spml_train.evaluate import evaluate, iou_table
-from spml_train.loss import location_features, segsort_loss
+from spml_train.loss import location_features, spml_loss
 from spml_train.model import build_model, freeze_stem, param_groups
 from spml_train.segments import MemoryBank, segment_prototypes, spherical_kmeans
 from weaklabels.segsets import add_affinity, build_segment_sets
@@ -85,30 +85,22 @@ def train_step(model, batch: dict, cfg, vocab: Vocabulary, bank: MemoryBank, dev
     sets = build_segment_sets(cluster, label, region, tags, num_classes=C, unlabelled=vocab.unlabelled,
                               ignore=vocab.ignore, background=vocab.background, candidates=cand,
                               memory=memory if len(bank) else None)
-    emb_flat = emb.permute(0, 2, 3, 1).reshape(-1, D)
-    protos = segment_prototypes(emb_flat, sets.pixel_segment, sets.num_batch_segments)
-    all_protos = torch.cat([protos, mem_protos.to(device)]) if len(bank) else protos
     L = cfg.loss
-    terms: dict[str, torch.Tensor] = {}
-    if L.lambda_c:
-        terms["C"] = segsort_loss(emb_flat, all_protos, sets.relations["C"], L.kappa_c, chunk=L.chunk)
-    if L.lambda_o:
-        terms["O"] = segsort_loss(emb_flat, all_protos, sets.relations["O"], L.kappa_o, chunk=L.chunk)
-    loc = None
-    if L.lambda_v or L.lambda_a:
-        loc = location_features(emb)
-        loc_protos = segment_prototypes(loc, sets.pixel_segment, sets.num_batch_segments)
-    if L.lambda_v:
-        terms["V"] = segsort_loss(loc, loc_protos, sets.relations["V"], L.kappa_v, chunk=L.chunk)
     if L.lambda_a:
-        add_affinity(sets, loc_protos.detach(), L.affinity_threshold)
-        terms["A"] = segsort_loss(emb_flat, all_protos, sets.relations["A"], L.kappa_a, chunk=L.chunk)
+        with torch.no_grad():  # A's location-weighted prototypes only pick which labels propagate
+            loc_protos = segment_prototypes(location_features(emb), sets.pixel_segment, sets.num_batch_segments)
+        add_affinity(sets, loc_protos, L.affinity_threshold)
+    lambdas = {k: v for k, v in {"C": L.lambda_c, "O": L.lambda_o, "V": L.lambda_v, "A": L.lambda_a}.items() if v}
+    kappas = {"C": L.kappa_c, "O": L.kappa_o, "V": L.kappa_v, "A": L.kappa_a}
+    total, terms = spml_loss(emb, sets, lambdas, kappas, memory_prototypes=mem_protos.to(device) if len(bank) else None,
+                             chunk=L.chunk)
     # joint softmax head: cross-entropy on pixels with one class (the head sees a detached embedding)
     target = torch.where(label < C, label, torch.full_like(label, -100))
     logits = out["logits"].float()
-    terms["CE"] = F.cross_entropy(logits, target, ignore_index=-100) if (target >= 0).any() else logits.sum() * 0
-    total = (L.lambda_c * (terms.get("C", 0) + terms["CE"]) + L.lambda_o * terms.get("O", 0)
-             + L.lambda_v * terms.get("V", 0) + L.lambda_a * terms.get("A", 0))
+    ce = F.cross_entropy(logits, target, ignore_index=-100) if (target >= 0).any() else logits.sum() * 0
+    total = total + L.lambda_c * ce
+    terms["CE"] = ce.detach()
+    emb_flat = emb.permute(0, 2, 3, 1).reshape(-1, D)
     if bank.iterations:
         with torch.no_grad():
             mem_cluster = spherical_kmeans(emb.detach(), valid, grid=cfg.segments.memory_grid,
@@ -118,7 +110,7 @@ def train_step(model, batch: dict, cfg, vocab: Vocabulary, bank: MemoryBank, dev
                                        background=vocab.background, candidates=cand)
             mp = segment_prototypes(emb_flat.detach(), msets.pixel_segment, msets.num_batch_segments)
             bank.push(mp, msets.label_set[: msets.num_batch_segments], msets.tags[: msets.num_batch_segments])
-    return StepResult(total, {k: float(v.detach()) for k, v in terms.items()})
+    return StepResult(total, {k: float(v) for k, v in terms.items()})
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -1,0 +1,205 @@
+"""GPU check at SPML's VOC shape, random weights and synthetic data (no downloads).
+
+    python benchmarks/gpu_check.py [--batch 16] [--size 512] [--backbone resnet101] [--smoke]
+
+Measures, on one GPU, side by side in one process (median step time, peak memory):
+
+a. a plain cross-entropy training step of the network (ResNet-101 OS8 + ASPP,
+   bf16 autocast, channels_last) at 16 x 512^2;
+b. the SPML step with C + O + V (k-means, segment sets, chunked SegSort+) on the
+   same batch;
+c. the SegSort+ loss alone at N = 262,144 pixels and P = 10,000 prototypes,
+   chunked (ours) against the naive dense form (the full N x P exponential
+   matrix, as the reference computes it), forward + backward;
+d. segment-set construction at 16 x 128 x 128 (``benchmarks/segsets.py``'s batch).
+
+Imports only torch and the project's own modules (the GPU machine has no Hydra,
+datasets or pycocotools). ``--smoke`` runs tiny sizes on the CPU to check the
+script itself. The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from spml_train.loss import segsort_loss, spml_loss  # noqa: E402
+from spml_train.model import build_model, freeze_stem, param_groups  # noqa: E402
+from spml_train.segments import spherical_kmeans  # noqa: E402
+from weaklabels.segsets import Relation, build_segment_sets  # noqa: E402
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, dev: torch.device, repeats: int) -> tuple[float, float | None]:
+    """Median seconds of ``fn`` after one warm-up, and peak memory (GiB, CUDA only)."""
+    fn()
+    sync(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(dev)
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if dev.type == "cuda" else None
+    return statistics.median(times), peak
+
+
+def synthetic_batch(B: int, size: int, C: int, dev: torch.device):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(B, 3, size, size, generator=g)
+    label = torch.full((B, size, size), 254, dtype=torch.long)
+    for b in range(B):  # a labelled square and background strip per image, as scribbles would give
+        c = int(torch.randint(1, C, (1,), generator=g))
+        y0, x0 = (int(v) for v in torch.randint(0, size // 2, (2,), generator=g))
+        label[b, y0:y0 + size // 4, x0:x0 + size // 4] = c
+        label[b, : size // 16] = 0
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    region = ((yy * 8 // size) * 8 + xx * 8 // size).expand(B, size, size).clone()
+    tags = torch.zeros(B, C, dtype=torch.bool)
+    tags[torch.arange(B), label.reshape(B, -1).clamp(max=C - 1).amax(1)] = True
+    return images.to(dev), label.to(dev), region.to(dev), tags.to(dev)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--backbone", default="resnet101")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--pixels", type=int, default=262144)
+    ap.add_argument("--prototypes", type=int, default=10000)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: check the script runs")
+    args = ap.parse_args()
+    if args.smoke:
+        args.batch, args.size, args.backbone, args.repeats = 2, 64, "resnet_tiny", 1
+        args.pixels, args.prototypes = 4096, 500
+    dev = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+    C, B = 21, args.batch
+    r: dict = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "batch": B,
+               "size": args.size, "backbone": args.backbone}
+
+    model = build_model(args.backbone, "aspp", 64, C, weights="none")
+    freeze_stem(model)
+    model.to(dev).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(param_groups(model, 3e-3), lr=3e-3, momentum=0.9)
+    images, label, region, tags = synthetic_batch(B, args.size, C, dev)
+    images = images.contiguous(memory_format=torch.channels_last)
+
+    def forward():
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            return model(images)
+
+    def grid_labels(out):
+        h, w = out["embedding"].shape[-2:]
+        lab = F.interpolate(label[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
+        reg = F.interpolate(region[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
+        return lab, reg
+
+    def ce_step():
+        # the plain baseline: cross-entropy on the same network's head, full labels
+        out = forward()
+        lab, _ = grid_labels(out)
+        target = torch.where(lab < C, lab, torch.full_like(lab, -100))
+        loss = F.cross_entropy(out["logits"].float(), target, ignore_index=-100)
+        # the embedding must get a gradient too, as in a segmentation network trained end to end
+        loss = loss + out["embedding"].float().mean() * 0
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def spml_step():
+        out = forward()
+        emb = out["embedding"].float()
+        lab, reg = grid_labels(out)
+        cluster = spherical_kmeans(emb.detach(), lab != 255, grid=6, iters=10)
+        sets = build_segment_sets(cluster, lab, reg, tags, num_classes=C, unlabelled=254, ignore=255)
+        total, _ = spml_loss(emb, sets, {"C": 1.0, "O": 0.5, "V": 0.1}, {"C": 6, "O": 12, "V": 16})
+        target = torch.where(lab < C, lab, torch.full_like(lab, -100))
+        total = total + F.cross_entropy(out["logits"].float(), target, ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+
+    t_ce, m_ce = timed(ce_step, dev, args.repeats)
+    t_spml, m_spml = timed(spml_step, dev, args.repeats)
+    r.update({"ce_step_ms": 1e3 * t_ce, "ce_peak_gib": m_ce, "spml_step_ms": 1e3 * t_spml,
+              "spml_peak_gib": m_spml, "spml_vs_ce_x": t_spml / t_ce})
+    del model, opt
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
+    # c. the loss alone: N pixels x P prototypes, one relation by tag-set intersection (O-like)
+    N, P, D = args.pixels, args.prototypes, 64
+    g = torch.Generator().manual_seed(1)
+    x = F.normalize(torch.randn(N, D, generator=g), dim=1).to(dev).requires_grad_()
+    p = F.normalize(torch.randn(P, D, generator=g), dim=1).to(dev).requires_grad_()
+    pix_set = (torch.rand(N, 8, generator=g) > 0.7).to(dev)
+    seg_set = (torch.rand(P, 8, generator=g) > 0.7).to(dev)
+    own = torch.randint(0, P, (N,), generator=g).to(dev)
+    rel = Relation("O", torch.arange(N, device=dev), own, torch.arange(P, device=dev),
+                   pixel_set=pix_set, segment_set=seg_set)
+
+    def ours():
+        loss = segsort_loss(x, p, rel, 12.0, chunk=16384)
+        loss.backward()
+
+    def naive():
+        # the reference's dense form: the whole N x P exponential matrix and its masks live at once
+        sim = torch.exp(12.0 * (x @ p.T))
+        related = (pix_set.float() @ seg_set.float().T) > 0
+        is_own = own[:, None] == torch.arange(P, device=dev)[None]
+        pos = related & ~is_own
+        neg = ~related & ~is_own
+        has = pos.any(1)
+        num = torch.where(has, (sim * pos).sum(1), sim.gather(1, own[:, None])[:, 0])
+        den = num + (sim * neg).sum(1)
+        loss = -(num / den).log().mean()
+        loss.backward()
+
+    t_ours, m_ours = timed(ours, dev, args.repeats)
+    r.update({"loss_N": N, "loss_P": P, "loss_chunked_ms": 1e3 * t_ours, "loss_chunked_peak_gib": m_ours})
+    try:
+        t_naive, m_naive = timed(naive, dev, args.repeats)
+        r.update({"loss_naive_ms": 1e3 * t_naive, "loss_naive_peak_gib": m_naive,
+                  "loss_chunked_vs_naive_time_x": t_ours / t_naive})
+    except torch.OutOfMemoryError as err:
+        r.update({"loss_naive_ms": None, "loss_naive_error": str(err).splitlines()[0]})
+    del x, p
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
+    # d. segment sets at the reference batch shape
+    import segsets as bench_segsets
+
+    data = bench_segsets.batch(dev.type)
+    t_sets, _ = timed(lambda: bench_segsets.run(dev.type, data), dev, max(args.repeats, 5))
+    r["segsets_ms"] = 1e3 * t_sets
+
+    print(f"device: {r['device']}")
+    for k, v in r.items():
+        if isinstance(v, float):
+            print(f"  {k:<30} {v:10.2f}")
+    print("targets: SPML step <= 1.3x CE step; loss peak <= 5 GiB and no slower than naive; segsets <= 5 ms")
+    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))
+
+
+if __name__ == "__main__":
+    main()
