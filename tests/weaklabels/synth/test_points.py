@@ -25,35 +25,8 @@ from weaklabels.synth.objects import find_objects, interior_with_cells
 from weaklabels.synth.points import HUMAN_CLEARANCE_HIST, PLACEMENTS, synthesize_points
 from weaklabels.types import InstanceMasks, Points, Sample, SemanticMask, Vocabulary
 
-VOC = Vocabulary.voc()
-NUM_REAL = 150
+from synth_helpers import NUM_REAL, VOC, assert_on_own_class, generated, mask_sample
 
-
-def _sample(mask: np.ndarray, image_id: str = "m", vocab: Vocabulary = VOC, **kw) -> Sample:
-    return Sample(image_id, mask.shape[0], mask.shape[1], vocab, semantic=SemanticMask(mask), **kw)
-
-
-@pytest.fixture(scope="module")
-def real_samples(voc_masks: Path) -> list[Sample]:
-    paths = sorted((voc_masks / "SegmentationClassAug").glob("*.png"))[:NUM_REAL]
-    assert len(paths) == NUM_REAL
-    return [_sample(np.array(Image.open(p)), p.stem) for p in paths]
-
-
-def _generated(n: int = 10) -> list[Sample]:
-    vocab = shapes_vocabulary(5)
-    return [_sample(render_scene(4, i, height=48, width=64, vocabulary=vocab, boundary=True, max_objects=4).semantic,
-                    f"shape_{i}", vocab) for i in range(n)]
-
-
-def assert_on_own_class(sample: Sample, points: Points) -> int:
-    """Every labelled pixel has the point's class in the full mask; returns the number labelled."""
-    label = rasterize(sample.replace(points=points), "points")
-    on = label < len(sample.vocabulary)
-    m = sample.semantic.array
-    bad = on & (m != label)
-    assert not bad.any(), (sample.image_id, list(zip(label[bad][:5].tolist(), m[bad][:5].tolist())))
-    return int(on.sum())
 
 
 CONFIGS = [(pl, per) for pl in PLACEMENTS for per in ("class", "instance")]
@@ -64,7 +37,7 @@ def test_points_lie_on_their_own_class_on_real_masks(real_samples, placement, pe
     total = 0
     for s in real_samples:
         pts = synthesize_points(s, placement=placement, per=per, background=True, seed=1)
-        total += assert_on_own_class(s, pts)
+        total += assert_on_own_class(s, "points", pts)
     assert total >= NUM_REAL
 
 
@@ -73,23 +46,23 @@ def test_three_points_per_object_lie_on_their_own_class(real_samples, placement)
     for s in real_samples[:30]:
         for per in ("class", "instance"):
             pts = synthesize_points(s, placement=placement, per=per, k=3, background=True, seed=2)
-            assert_on_own_class(s, pts)
+            assert_on_own_class(s, "points", pts)
             one = synthesize_points(s, placement=placement, per=per, k=1, background=True, seed=2)
             assert len(pts) == 3 * len(one)
 
 
 @pytest.mark.parametrize("placement,per", CONFIGS)
 def test_points_lie_on_their_own_class_on_generated_masks(placement, per):
-    for s in _generated():
+    for s in generated(4, 10):
         for k in (1, 3):
             pts = synthesize_points(s, placement=placement, per=per, k=k, background=True, seed=5)
-            assert_on_own_class(s, pts)
+            assert_on_own_class(s, "points", pts)
 
 
 def test_center_points_are_distinct_for_k_3():
     m = np.zeros((40, 60), np.uint8)
     m[5:35, 5:55] = 9
-    pts = synthesize_points(_sample(m), k=3)
+    pts = synthesize_points(mask_sample(m), k=3)
     assert len({tuple(p) for p in pts.xy.tolist()}) == 3
 
 
@@ -130,7 +103,7 @@ def test_center_of_a_ring_is_on_the_ring_not_at_its_centroid():
     cy, cx = np.argwhere(m == 5).mean(0) + 0.5
     assert m[int(cy), int(cx)] == 0  # the centroid lies in the hole
     for per in ("class", "instance"):
-        (x, y), = synthesize_points(_sample(m), per=per).xy
+        (x, y), = synthesize_points(mask_sample(m), per=per).xy
         assert m[int(y), int(x)] == 5
         assert 12 + 4 <= np.hypot(x - 32, y - 32) <= 28 - 4  # near the middle of the band
 
@@ -165,7 +138,7 @@ def test_random_points_keep_off_the_boundary():
     m[10:50, 10:50] = 3
     d = ndimage.distance_transform_edt(np.pad(m == 3, 1))[1:-1, 1:-1]
     for seed in range(20):
-        (x, y), = synthesize_points(_sample(m), placement="random", seed=seed).xy
+        (x, y), = synthesize_points(mask_sample(m), placement="random", seed=seed).xy
         assert d[int(y), int(x)] >= 0.3 * d.max() - 2  # eroded to 0.3 x the largest clearance
 
 
@@ -206,7 +179,7 @@ def test_adding_an_object_elsewhere_keeps_the_other_points(real_samples, placeme
         m2[r:r + 8, c:c + 8] = extra
         assert (m2 == extra).sum() == 64
         before = synthesize_points(s, placement=placement, per=per, seed=3)
-        after = synthesize_points(_sample(m2, s.image_id), placement=placement, per=per, seed=3)
+        after = synthesize_points(mask_sample(m2, s.image_id), placement=placement, per=per, seed=3)
         keep = after.classes != extra
         assert (after.classes == extra).sum() == 1
         assert np.array_equal(after.xy[keep], before.xy) and np.array_equal(after.classes[keep], before.classes)
@@ -220,8 +193,8 @@ def test_instance_order_does_not_move_points_of_other_classes():
     masks[0, 2:14, 2:14] = True
     masks[1, 15:28, 20:38] = True
     sem[masks[0]], sem[masks[1]] = 3, 8
-    fwd = _sample(sem, instances=InstanceMasks(masks, [3, 8]))
-    rev = _sample(sem, instances=InstanceMasks(masks[::-1], [8, 3]))
+    fwd = mask_sample(sem, instances=InstanceMasks(masks, [3, 8]))
+    rev = mask_sample(sem, instances=InstanceMasks(masks[::-1], [8, 3]))
     for placement in PLACEMENTS:
         a = synthesize_points(fwd, per="instance", placement=placement, seed=4)
         b = synthesize_points(rev, per="instance", placement=placement, seed=4)
@@ -230,7 +203,7 @@ def test_instance_order_does_not_move_points_of_other_classes():
 
 
 def test_sample_order_does_not_matter():
-    samples = _generated(6)
+    samples = generated(4, 6)
     fwd = {s.image_id: synthesize(s, "points", seed=2, placement="human") for s in samples}
     rev = {s.image_id: synthesize(s, "points", seed=2, placement="human") for s in reversed(samples)}
     assert all(fwd[k] == rev[k] for k in fwd)
@@ -245,18 +218,18 @@ def test_thin_objects_still_get_a_point(width):
     m[10:10 + width, 5:75] = 4                    # a horizontal line
     for i in range(60):                           # a diagonal line
         m[15 + i, 10 + i:10 + i + width] = 11
-    s = _sample(m)
+    s = mask_sample(m)
     for placement in PLACEMENTS:
         for per in ("class", "instance"):
             pts = synthesize_points(s, placement=placement, per=per, seed=1)
             assert sorted(pts.classes.tolist()) == [4, 11]
-            assert_on_own_class(s, pts)
+            assert_on_own_class(s, "points", pts)
 
 
 def test_background_points_and_given_points():
     m = np.zeros((20, 20), np.uint8)
     m[5:15, 5:15] = 2
-    pts = synthesize_points(_sample(m), background=True)
+    pts = synthesize_points(mask_sample(m), background=True)
     assert sorted(pts.classes.tolist()) == [0, 2]
     given = Points([[1.5, 1.5]], [7])
     assert synthesize_points(Sample("g", 4, 4, VOC, points=given)) == given
@@ -265,7 +238,7 @@ def test_background_points_and_given_points():
 
 
 def test_bad_options_are_errors():
-    s = _sample(np.zeros((4, 4), np.uint8))
+    s = mask_sample(np.zeros((4, 4), np.uint8))
     with pytest.raises(SchemaError, match="placement='edge'.*center, random, human"):
         synthesize_points(s, placement="edge")
     with pytest.raises(SchemaError, match="per='image'"):

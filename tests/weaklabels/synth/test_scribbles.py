@@ -23,34 +23,8 @@ from weaklabels.synth.objects import find_objects
 from weaklabels.synth.scribbles import shorten, synthesize_scribbles
 from weaklabels.types import Sample, Scribbles, SemanticMask, Vocabulary
 
-VOC = Vocabulary.voc()
-NUM_REAL = 150
+from synth_helpers import NUM_REAL, VOC, assert_on_own_class, generated, mask_sample
 
-
-def _sample(mask: np.ndarray, image_id: str = "m", vocab: Vocabulary = VOC) -> Sample:
-    return Sample(image_id, mask.shape[0], mask.shape[1], vocab, semantic=SemanticMask(mask))
-
-
-@pytest.fixture(scope="module")
-def real_samples(voc_masks: Path) -> list[Sample]:
-    paths = sorted((voc_masks / "SegmentationClassAug").glob("*.png"))[:NUM_REAL]
-    assert len(paths) == NUM_REAL
-    return [_sample(np.array(Image.open(p)), p.stem) for p in paths]
-
-
-def _generated(n: int = 8) -> list[Sample]:
-    vocab = shapes_vocabulary(5)
-    return [_sample(render_scene(6, i, height=48, width=64, vocabulary=vocab, boundary=True, max_objects=4).semantic,
-                    f"shape_{i}", vocab) for i in range(n)]
-
-
-def assert_on_own_class(sample: Sample, scribbles: Scribbles) -> int:
-    label = rasterize(sample.replace(scribbles=scribbles), "scribbles")
-    on = label < len(sample.vocabulary)
-    m = sample.semantic.array
-    bad = on & (m != label)
-    assert not bad.any(), (sample.image_id, list(zip(label[bad][:5].tolist(), m[bad][:5].tolist())))
-    return int(on.sum())
 
 
 def _length(line: np.ndarray) -> float:
@@ -61,29 +35,29 @@ def _length(line: np.ndarray) -> float:
 def test_scribbles_lie_on_their_own_class_on_real_masks(real_samples, width):
     total = 0
     for s in real_samples:
-        total += assert_on_own_class(s, synthesize_scribbles(s, width=width))
+        total += assert_on_own_class(s, "scribbles", synthesize_scribbles(s, width=width))
     assert total > 10 * NUM_REAL
 
 
 @pytest.mark.parametrize("ratio", [0.8, 0.5, 0.3, 0.0])
 def test_shortened_scribbles_lie_on_their_own_class_on_real_masks(real_samples, ratio):
     for s in real_samples[:40]:
-        assert_on_own_class(s, synthesize_scribbles(s, length_ratio=ratio, width=5))
+        assert_on_own_class(s, "scribbles", synthesize_scribbles(s, length_ratio=ratio, width=5))
 
 
 def test_scribbles_without_background_on_real_masks(real_samples):
     for s in real_samples[:40]:
         scr = synthesize_scribbles(s, background=False)
         assert 0 not in scr.classes.tolist()
-        assert_on_own_class(s, scr)
+        assert_on_own_class(s, "scribbles", scr)
 
 
 @pytest.mark.parametrize("background", [True, False])
 def test_scribbles_lie_on_their_own_class_on_generated_masks(background):
-    for s in _generated():
+    for s in generated(6, 8):
         for ratio in (1.0, 0.8, 0.5, 0.3, 0.0):
             for width in (1, 3, 5):
-                assert_on_own_class(s, synthesize_scribbles(s, width=width, length_ratio=ratio,
+                assert_on_own_class(s, "scribbles", synthesize_scribbles(s, width=width, length_ratio=ratio,
                                                              background=background))
 
 
@@ -128,16 +102,16 @@ def test_separate_objects_of_a_class_get_their_own_strokes():
     m = np.zeros((60, 120), np.uint8)
     m[10:50, 5:40] = 3
     m[10:50, 80:115] = 3
-    scr = synthesize_scribbles(_sample(m), background=False)
+    scr = synthesize_scribbles(mask_sample(m), background=False)
     assert Counter(scr.classes.tolist()) == Counter({3: 2})
 
 
 def test_background_gets_a_stroke_in_its_wide_parts():
     m = np.zeros((40, 80), np.uint8)
     m[:, 30:50] = 7  # splits the background into two wide parts
-    scr = synthesize_scribbles(_sample(m))
+    scr = synthesize_scribbles(mask_sample(m))
     assert Counter(scr.classes.tolist()) == Counter({0: 2, 7: 1})
-    assert_on_own_class(_sample(m), scr)
+    assert_on_own_class(mask_sample(m), "scribbles", scr)
 
 
 def test_scribbles_are_deterministic_and_seed_free(real_samples):
@@ -155,7 +129,7 @@ def test_adding_an_object_elsewhere_keeps_the_other_scribbles(real_samples):
         m2 = m.copy()
         m2[r:r + 12, c:c + 12] = extra
         before = synthesize_scribbles(s, background=False)
-        after = synthesize_scribbles(_sample(m2, s.image_id), background=False)
+        after = synthesize_scribbles(mask_sample(m2, s.image_id), background=False)
         keep = [k for k, cls in enumerate(after.classes.tolist()) if cls != extra]
         assert len(keep) == len(before)
         for k, line in zip(keep, before.lines):
@@ -168,13 +142,13 @@ def test_thin_objects_still_get_a_label(thickness):
     m[10:10 + thickness, 5:75] = 4
     for i in range(60):
         m[15 + i, 10 + i:10 + i + thickness] = 11
-    s = _sample(m)
+    s = mask_sample(m)
     for width in (1, 3, 5):
         scr = synthesize_scribbles(s, width=width, background=False)
         assert sorted(scr.classes.tolist()) == [4, 11]
         label = rasterize(s.replace(scribbles=scr), "scribbles")
         assert (label == 4).any() and (label == 11).any()
-        assert_on_own_class(s, scr)
+        assert_on_own_class(s, "scribbles", scr)
 
 
 def test_given_scribbles_and_errors():
@@ -182,7 +156,7 @@ def test_given_scribbles_and_errors():
     assert synthesize_scribbles(Sample("g", 4, 4, VOC, scribbles=given)) == given
     with pytest.raises(SchemaError, match=r"image 'n'.*class mask"):
         synthesize_scribbles(Sample("n", 4, 4, VOC))
-    s = _sample(np.zeros((4, 4), np.uint8))
+    s = mask_sample(np.zeros((4, 4), np.uint8))
     with pytest.raises(SchemaError, match="length_ratio=1.5"):
         synthesize_scribbles(s, length_ratio=1.5)
     with pytest.raises(SchemaError, match="width=0"):
