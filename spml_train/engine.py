@@ -276,7 +276,7 @@ def run(cfg, run_dir: Path) -> dict:
                                              collate_fn=data_mod.collate)
     metrics = evaluate(model, val_loader, vocab, run_dir, device=device, scales=list(cfg.eval.scales),
                        flip=cfg.eval.flip, save_predictions=cfg.eval.save_predictions,
-                       max_images=cfg.eval.max_images, split=d.val_split)
+                       max_images=cfg.eval.max_images, split=d.val_split, flip_perm=train_ds.flip_perm)
     metrics["iterations"] = it
     metrics["skipped_steps"] = skipped
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -38,8 +38,10 @@ def iou(conf: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict(model, image: torch.Tensor, scales: list[float], flip: bool) -> torch.Tensor:
-    """Class probabilities ``(C, H, W)`` for one normalised image ``(3, H, W)``."""
+def predict(model, image: torch.Tensor, scales: list[float], flip: bool,
+            flip_perm: torch.Tensor | None = None) -> torch.Tensor:
+    """Class probabilities ``(C, H, W)`` for one normalised image ``(3, H, W)``; a flipped view's
+    classes are mapped back through ``flip_perm`` (left / right parts, DensePose)."""
     _, H, W = image.shape
     probs = None
     for s in scales:
@@ -51,6 +53,8 @@ def predict(model, image: torch.Tensor, scales: list[float], flip: bool) -> torc
             logits = model(v)["logits"].float()
             if k == 1:
                 logits = logits.flip(-1)
+                if flip_perm is not None:
+                    logits = logits[:, flip_perm]
             p = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False).softmax(1)[0]
             probs = p if probs is None else probs + p
     return probs
@@ -62,6 +66,7 @@ def evaluate(model, loader, vocabulary: Vocabulary, out_dir: Path, *, device: to
     """Evaluate on a split; writes ``metrics.json`` (and predictions / overlays) into ``out_dir``."""
     C = len(vocabulary)
     conf = np.zeros((C, C), np.int64)
+    perm = None if flip_perm is None else torch.as_tensor(np.asarray(flip_perm)[:C], device=device).long()
     was_training = model.training
     model.eval()
     pred_dir = out_dir / "predictions"
@@ -71,7 +76,7 @@ def evaluate(model, loader, vocabulary: Vocabulary, out_dir: Path, *, device: to
     palette = np.asarray(vocabulary.palette(), np.uint8).reshape(256, 3)
     for batch in loader:
         for image, gt, rgb, iid in zip(batch["image"], batch["gt"], batch["rgb"], batch["image_id"]):
-            probs = predict(model, image.to(device), list(scales), flip)
+            probs = predict(model, image.to(device), list(scales), flip, perm)
             pred = probs.argmax(0).cpu().numpy().astype(np.uint8)
             g = gt.numpy()
             conf += confusion(pred, g, C, vocabulary.ignore)

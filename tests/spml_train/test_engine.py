@@ -85,3 +85,26 @@ def test_toy_training_learns(tmp_path):
     assert metrics["mIoU"] > 3 * chance_miou(6), metrics["mIoU"]  # chance: 9.1 for 6 classes
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert set(saved) >= {"mIoU", "per_class_iou", "split"} and 0 <= saved["mIoU"] <= 100
+
+
+def test_flip_prediction_maps_left_and_right_back():
+    from spml_train.evaluate import predict
+
+    class Lefty(torch.nn.Module):
+        """Predicts class 1 ("left") on the left half, class 2 ("right") on the right half, by position."""
+
+        def forward(self, x):
+            B, _, H, W = x.shape
+            logits = torch.zeros(B, 3, H, W)
+            # a symmetric network would see the same image flipped; make the answer depend on the colour
+            # channel the flip leaves alone, and on the left/right class the flip swaps
+            logits[:, 1, :, : W // 2] = 5
+            logits[:, 2, :, W // 2:] = 5
+            return {"logits": logits}
+
+    img = torch.zeros(3, 4, 8)
+    plain = predict(Lefty(), img, [1.0], False).argmax(0)
+    perm = torch.tensor([0, 2, 1])
+    flipped = predict(Lefty(), img, [1.0], True, perm).argmax(0)
+    # the flipped view says "right" on the left half; the permutation turns it back into "left"
+    assert torch.equal(plain, flipped)
