@@ -113,6 +113,10 @@ class EvalConfig:
     flip: bool = False
     save_predictions: bool = True
     max_images: int = 0         # 0: the whole split
+    retrieval: bool = False     # also evaluate nearest-neighbour segment retrieval (SPML.md section 6)
+    retrieval_k: int = 20
+    retrieval_grid: int = 12
+    retrieval_train_images: int = 0  # training images whose labelled segments form the memory (0: all)
 
 
 @dataclass

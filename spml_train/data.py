@@ -66,7 +66,7 @@ class ConvertedDataset(torch.utils.data.Dataset):
     def __init__(self, folder: str | Path, split: str, *, kind: str, train: bool, crop: int = 512,
                  scale: tuple[float, float] = (0.5, 1.5), flip: bool = True,
                  flip_pairs: list[list[int]] | None = None, dilate: float = 0.0,
-                 full_supervision: bool = False, seed: int = 0):
+                 full_supervision: bool = False, seed: int = 0, labels: str = "auto"):
         self.folder = Path(folder)
         vocab_file = self.folder / "vocabulary.json"
         if not vocab_file.is_file():
@@ -81,6 +81,8 @@ class ConvertedDataset(torch.utils.data.Dataset):
         self.flip, self.dilate, self.full = flip, dilate, full_supervision
         self.seed = seed
         self.epoch = 0
+        # evaluation items carry `gt`; labels="weak" gives them the weak label instead (retrieval memory)
+        self.labels = labels
         perm = np.arange(256)
         for a, b in flip_pairs or []:
             perm[a], perm[b] = b, a
@@ -99,7 +101,9 @@ class ConvertedDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         row = self._row(index)
         C = len(self.vocabulary)
-        if self.full or not self.train:
+        if self.labels == "weak":
+            label = _png(row["weak_label"])
+        elif self.full or not self.train:
             label = _png(row["gt"])
             if label is None:
                 raise ValueError(f"{self.folder}: item {row['image_id']!r} has no gt; "

@@ -229,6 +229,13 @@ def run(cfg, run_dir: Path) -> dict:
         log.info("resumed from %s at iteration %d", ckpt, start)
 
     logf = open(run_dir / "log.jsonl", "a")
+    board = None
+    try:  # TensorBoard when installed; the JSONL log is always written
+        from torch.utils.tensorboard import SummaryWriter
+
+        board = SummaryWriter(str(run_dir / "tensorboard"))
+    except ImportError:
+        log.info("tensorboard is not installed: logging to log.jsonl only")
     bar = None
     if cfg.run.progress and sys.stderr.isatty():
         from tqdm import tqdm
@@ -261,6 +268,10 @@ def run(cfg, run_dir: Path) -> dict:
                    "images_per_s": n_img / max(now - t_last, 1e-9), "skipped_steps": skipped}
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
+            if board is not None:
+                for k, v in rec.items():
+                    if k != "iter":
+                        board.add_scalar(f"train/{k}", v, it)
             t_last, n_img = now, 0
             if bar:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in res.terms.items()} | {"img/s": f"{rec['images_per_s']:.1f}"})
@@ -271,12 +282,23 @@ def run(cfg, run_dir: Path) -> dict:
     if bar:
         bar.close()
     logf.close()
+    if board is not None:
+        board.close()
 
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=1, shuffle=False, num_workers=0,
                                              collate_fn=data_mod.collate)
     metrics = evaluate(model, val_loader, vocab, run_dir, device=device, scales=list(cfg.eval.scales),
                        flip=cfg.eval.flip, save_predictions=cfg.eval.save_predictions,
                        max_images=cfg.eval.max_images, split=d.val_split, flip_perm=train_ds.flip_perm)
+    if cfg.eval.retrieval:
+        from spml_train.evaluate import evaluate_retrieval
+
+        mem_ds = data_mod.ConvertedDataset(train_dir, d.train_split, kind=d.kind, train=False, labels="weak")
+        mem_loader = torch.utils.data.DataLoader(mem_ds, batch_size=1, shuffle=False, num_workers=0,
+                                                 collate_fn=data_mod.collate)
+        metrics["retrieval"] = evaluate_retrieval(
+            model, mem_loader, val_loader, vocab, device=device, k=cfg.eval.retrieval_k,
+            grid=cfg.eval.retrieval_grid, max_train=cfg.eval.retrieval_train_images, max_images=cfg.eval.max_images)
     metrics["iterations"] = it
     metrics["skipped_steps"] = skipped
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -112,3 +112,89 @@ def iou_table(metrics: dict) -> str:
         rows.append(f"{name:<16} {'-' if v is None else f'{v:7.2f}':>7}")
     rows.append(f"{'mIoU':<16} {metrics['mIoU']:7.2f}")
     return "\n".join(rows)
+
+
+# --------------------------------------------------------------------------- nearest-neighbour retrieval
+
+
+@torch.no_grad()
+def _segments(model, image: torch.Tensor, grid: int, iters: int):
+    """Embedding ``(D, h, w)``, k-means segment per grid pixel ``(h, w)`` and segment prototypes."""
+    from spml_train.segments import segment_prototypes, spherical_kmeans
+
+    emb = model(image[None])["embedding"].float()
+    _, D, h, w = emb.shape
+    valid = torch.ones((1, h, w), dtype=torch.bool, device=emb.device)
+    seg = spherical_kmeans(emb, valid, grid=grid, iters=iters)[0]
+    flat = emb[0].permute(1, 2, 0).reshape(-1, D)
+    protos = segment_prototypes(flat, seg.reshape(-1), grid * grid)
+    return emb[0], seg, protos
+
+
+@torch.no_grad()
+def retrieval_memory(model, loader, vocabulary: Vocabulary, device: torch.device, *, grid: int = 12,
+                     iters: int = 10, max_images: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prototypes ``(M, D)`` and classes ``(M,)`` of the labelled k-means segments of training images:
+    a segment is labelled by the majority class of its labelled pixels (weak labels only)."""
+    model.eval()
+    C = len(vocabulary)
+    protos, classes, n = [], [], 0
+    for batch in loader:
+        for image, weak in zip(batch["image"], batch["gt"]):
+            emb, seg, p = _segments(model, image.to(device), grid, iters)
+            h, w = seg.shape
+            lab = F.interpolate(weak[None, None].float(), size=(h, w), mode="nearest")[0, 0].long().to(device)
+            ok = lab < C
+            if ok.any():
+                votes = torch.zeros(grid * grid, C, device=device)
+                votes.index_put_((seg[ok], lab[ok]), torch.ones_like(lab[ok], dtype=torch.float), accumulate=True)
+                has = votes.sum(1) > 0
+                protos.append(p[has])
+                classes.append(votes[has].argmax(1))
+            n += 1
+            if max_images and n >= max_images:
+                break
+        if max_images and n >= max_images:
+            break
+    if not protos:
+        raise ValueError("no labelled training segment to retrieve from (tags-only data has none before CAMs)")
+    return torch.cat(protos), torch.cat(classes)
+
+
+@torch.no_grad()
+def predict_retrieval(model, image: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor], num_classes: int,
+                      *, k: int = 20, grid: int = 12, iters: int = 10) -> torch.Tensor:
+    """Labels ``(H, W)``: each k-means segment of the image takes the majority class of its ``k``
+    most similar labelled training prototypes (cosine), SPML's nearest-neighbour inference."""
+    _, H, W = image.shape
+    _, seg, p = _segments(model, image, grid, iters)
+    mem_p, mem_c = memory
+    top = (p @ mem_p.T).topk(min(k, len(mem_p)), dim=1).indices           # (S, k)
+    votes = F.one_hot(mem_c[top], num_classes).sum(1)                      # (S, C)
+    seg_class = votes.argmax(1)
+    pred = seg_class[seg.clamp(min=0)]
+    return F.interpolate(pred[None, None].float(), size=(H, W), mode="nearest")[0, 0].long()
+
+
+def evaluate_retrieval(model, train_loader, val_loader, vocabulary: Vocabulary, *, device: torch.device,
+                       k: int = 20, grid: int = 12, max_train: int = 0, max_images: int = 0) -> dict:
+    """mIoU of nearest-neighbour retrieval inference over the validation split."""
+    was_training = model.training
+    memory = retrieval_memory(model, train_loader, vocabulary, device, grid=grid, max_images=max_train)
+    C = len(vocabulary)
+    conf = np.zeros((C, C), np.int64)
+    n = 0
+    for batch in val_loader:
+        for image, gt in zip(batch["image"], batch["gt"]):
+            pred = predict_retrieval(model, image.to(device), memory, C, k=k, grid=grid)
+            conf += confusion(pred.cpu().numpy(), gt.numpy(), C, vocabulary.ignore)
+            n += 1
+            if max_images and n >= max_images:
+                break
+        if max_images and n >= max_images:
+            break
+    model.train(was_training)
+    per_class = iou(conf)
+    return {"mIoU": float(np.nanmean(per_class) * 100) if np.isfinite(per_class).any() else 0.0,
+            "per_class_iou": {nm: (None if np.isnan(v) else float(v * 100)) for nm, v in zip(vocabulary.names, per_class)},
+            "images": n, "k": k, "memory_segments": int(len(memory[0]))}

@@ -108,3 +108,22 @@ def test_flip_prediction_maps_left_and_right_back():
     flipped = predict(Lefty(), img, [1.0], True, perm).argmax(0)
     # the flipped view says "right" on the left half; the permutation turns it back into "left"
     assert torch.equal(plain, flipped)
+
+
+def test_retrieval_votes_with_the_nearest_labelled_segments():
+    from spml_train.evaluate import predict_retrieval
+
+    class Halves(torch.nn.Module):
+        """Embedding e_0 on the left half of the grid and e_1 on the right half."""
+
+        def forward(self, x):
+            B, _, H, W = x.shape
+            emb = torch.zeros(B, 4, H // 4, W // 4)
+            emb[:, 0, :, : W // 8] = 1
+            emb[:, 1, :, W // 8:] = 1
+            return {"embedding": emb}
+
+    memory = (torch.eye(4)[[0, 0, 0, 1, 1]], torch.tensor([2, 2, 1, 3, 3]))
+    pred = predict_retrieval(Halves(), torch.zeros(3, 16, 32), memory, 4, k=3, grid=2)
+    assert pred.shape == (16, 32)
+    assert (pred[:, :16] == 2).all() and (pred[:, 16:] == 3).all()  # majority of the 3 nearest
