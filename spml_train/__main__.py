@@ -1,6 +1,7 @@
 """``python -m spml_train recipe=NAME key=value ...``: train and evaluate one recipe.
 
 Recipes live in ``recipes/`` (``python -m spml_train --help`` lists them);
+``torchrun --nproc-per-node N -m spml_train recipe=...`` trains data-parallel;
 ``run.dir=PATH`` chooses the run directory (default: Hydra's output directory).
 The last line printed is ``mIoU=<value>``.
 """
@@ -32,8 +33,9 @@ def main() -> None:
 
         run_dir = Path(cfg.run.dir) if cfg.run.dir else Path(HydraConfig.get().runtime.output_dir)
         metrics = run(cfg, run_dir)
-        print(f"metrics: {run_dir / 'metrics.json'}")
-        print(f"mIoU={metrics['mIoU']:.2f}")
+        if metrics is not None:  # rank 0 of a data-parallel run, or a single process
+            print(f"metrics: {run_dir / 'metrics.json'}")
+            print(f"mIoU={metrics['mIoU']:.2f}")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     _main()

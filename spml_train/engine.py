@@ -36,8 +36,9 @@ from spml_train import data as data_mod
 from spml_train.evaluate import evaluate, iou_table
 from spml_train.loss import location_features, spml_loss
 from spml_train.model import build_model, freeze_stem, param_groups
-from spml_train.segments import MemoryBank, segment_prototypes, spherical_kmeans
-from weaklabels.segsets import add_affinity, build_segment_sets
+from spml_train import distributed
+from spml_train.segments import MemoryBank, segment_prototypes, segment_sums, spherical_kmeans
+from weaklabels.segsets import Memory, add_affinity, build_segment_sets
 from weaklabels.types import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,21 @@ def train_step(model, batch: dict, cfg, vocab: Vocabulary, bank: MemoryBank, dev
         stride = batch["label"].shape[-1] / w
         cand = data_mod.candidate_grid(batch["boxes"], C, vocab.background, h, w, stride).to(device)
     mem_protos, memory = bank.get()
-    sets = build_segment_sets(cluster, label, region, tags, num_classes=C, unlabelled=vocab.unlabelled,
-                              ignore=vocab.ignore, background=vocab.background, candidates=cand,
-                              memory=memory if len(bank) else None)
+    table = dict(num_classes=C, unlabelled=vocab.unlabelled, ignore=vocab.ignore, background=vocab.background,
+                 candidates=cand)
+    remote = None
+    if distributed.active():
+        # the other ranks' segments join C and O like memory segments, with their gradients
+        local = build_segment_sets(cluster, label, region, tags, **table)
+        S = local.num_batch_segments
+        emb_flat = emb.permute(0, 2, 3, 1).reshape(-1, D)
+        remote, r_sets, r_tags = distributed.gather_segments(
+            segment_sums(emb_flat, local.pixel_segment, S), local.count[:S], local.label_set[:S], local.tags[:S])
+        if len(bank):
+            r_sets = torch.cat([r_sets, memory.label_set.to(device)])
+            r_tags = torch.cat([r_tags, memory.tags.to(device)])
+        memory = Memory(r_sets, r_tags)
+    sets = build_segment_sets(cluster, label, region, tags, memory=memory if len(memory) else None, **table)
     L = cfg.loss
     if L.lambda_a:
         with torch.no_grad():  # A's location-weighted prototypes only pick which labels propagate
@@ -93,7 +106,7 @@ def train_step(model, batch: dict, cfg, vocab: Vocabulary, bank: MemoryBank, dev
     lambdas = {k: v for k, v in {"C": L.lambda_c, "O": L.lambda_o, "V": L.lambda_v, "A": L.lambda_a}.items() if v}
     kappas = {"C": L.kappa_c, "O": L.kappa_o, "V": L.kappa_v, "A": L.kappa_a}
     total, terms = spml_loss(emb, sets, lambdas, kappas, memory_prototypes=mem_protos.to(device) if len(bank) else None,
-                             chunk=L.chunk)
+                             remote_prototypes=remote, chunk=L.chunk)
     # joint softmax head: cross-entropy on pixels with one class (the head sees a detached embedding)
     target = torch.where(label < C, label, torch.full_like(label, -100))
     logits = out["logits"].float()
@@ -108,8 +121,13 @@ def train_step(model, batch: dict, cfg, vocab: Vocabulary, bank: MemoryBank, dev
             msets = build_segment_sets(mem_cluster, label, region, tags, num_classes=C,
                                        unlabelled=vocab.unlabelled, ignore=vocab.ignore,
                                        background=vocab.background, candidates=cand)
-            mp = segment_prototypes(emb_flat.detach(), msets.pixel_segment, msets.num_batch_segments)
-            bank.push(mp, msets.label_set[: msets.num_batch_segments], msets.tags[: msets.num_batch_segments])
+            n = msets.num_batch_segments
+            mp = segment_prototypes(emb_flat.detach(), msets.pixel_segment, n)
+            m_sets, m_tags = msets.label_set[:n], msets.tags[:n]
+            if distributed.active():  # every rank keeps the whole global batch's memory
+                mp, m_sets, m_tags = (distributed.all_gather_detached(x.float()) for x in (mp, m_sets, m_tags))
+                m_sets, m_tags = m_sets > 0.5, m_tags > 0.5
+            bank.push(mp, m_sets, m_tags)
     return StepResult(total, {k: float(v) for k, v in terms.items()})
 
 
@@ -148,29 +166,38 @@ def load_checkpoint(path: Path, model, optimizer, bank: MemoryBank) -> tuple[int
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """A seeded permutation per epoch, started at ``position``: resuming mid-epoch replays nothing."""
+    """A seeded permutation per epoch, started at ``position`` (items of the global batch already
+    consumed), so resuming mid-epoch replays nothing; under data parallelism each rank takes every
+    ``size``-th item from its ``rank``."""
 
-    def __init__(self, n: int, seed: int, epoch: int, position: int = 0):
-        self.n, self.seed, self.epoch, self.position = n, seed, epoch, position
+    def __init__(self, n: int, seed: int, epoch: int, position: int = 0, rank: int = 0, size: int = 1):
+        self.n, self.seed, self.epoch, self.position, self.rank, self.size = n, seed, epoch, position, rank, size
+
+    def _indices(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return torch.randperm(self.n, generator=g)[self.position:][self.rank::self.size].tolist()
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g)[self.position:].tolist())
+        return iter(self._indices())
 
     def __len__(self) -> int:
-        return self.n - self.position
+        return len(self._indices())
 
 
 def batches(dataset, cfg, epoch: int, position: int):
-    """Yield ``(epoch, position_after, batch)`` forever, epoch after epoch."""
+    """Yield ``(epoch, position_after, batch)`` forever, epoch after epoch; ``position`` counts the
+    items of the global batch, this rank's batch is its share of it."""
+    rank, size, _ = distributed.world()
     B = cfg.data.batch_size
+    if B % size:
+        raise ValueError(f"data.batch_size={B} does not split over {size} processes")
     while True:
         dataset.epoch = epoch
-        sampler = EpochSampler(len(dataset), cfg.run.seed, epoch, position)
+        sampler = EpochSampler(len(dataset) - len(dataset) % size, cfg.run.seed, epoch, position, rank, size)
         # The loader draws its workers' base seed from `generator`: a dedicated one keeps the global
         # RNG (dropout) untouched, so a resumed run draws exactly what the uninterrupted one did.
         gen = torch.Generator().manual_seed(cfg.run.seed * 100003 + epoch)
-        dl = torch.utils.data.DataLoader(dataset, batch_size=B, sampler=sampler, drop_last=True,
+        dl = torch.utils.data.DataLoader(dataset, batch_size=B // size, sampler=sampler, drop_last=True,
                                          num_workers=cfg.data.workers, collate_fn=data_mod.collate,
                                          worker_init_fn=data_mod._worker_init, generator=gen)
         for batch in dl:
@@ -191,19 +218,35 @@ def resolve_device(name: str) -> torch.device:
 
 
 def run(cfg, run_dir: Path) -> dict:
-    """Train and evaluate one recipe; returns the metrics."""
+    """Train and evaluate one recipe; returns the metrics (``None`` on data-parallel ranks but 0).
+
+    Launched by ``torchrun --nproc-per-node N -m spml_train ...``, it trains data-parallel: each
+    rank takes its share of the global batch, batch norm is synchronised, and segments are
+    exchanged as sums and counts (``distributed.py``); rank 0 writes checkpoints, logs and metrics.
+    """
+    device = resolve_device(cfg.run.device)
+    dist_on = distributed.init(device.type)
+    rank, size, local_rank = distributed.world()
+    main_rank = rank == 0
+    if dist_on and device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if main_rank:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     torch.manual_seed(cfg.run.seed)
     np.random.seed(cfg.run.seed)
     random.seed(cfg.run.seed)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    device = resolve_device(cfg.run.device)
 
     train_dir, val_dir = Path(cfg.data.train), Path(cfg.data.val)
     if cfg.data.shapes.num_train:
-        train_dir, val_dir = data_mod.prepare_toy(cfg, run_dir / "data")
+        if main_rank:
+            train_dir, val_dir = data_mod.prepare_toy(cfg, run_dir / "data")
+        if dist_on:
+            torch.distributed.barrier()
+        train_dir, val_dir = data_mod.prepare_toy(cfg, run_dir / "data")  # ready: returns the paths
     d = cfg.data
     train_ds = data_mod.ConvertedDataset(train_dir, d.train_split, kind=d.kind, train=True, crop=d.crop,
                                          scale=(d.scale_min, d.scale_max), flip=d.flip,
@@ -215,6 +258,8 @@ def run(cfg, run_dir: Path) -> dict:
     model = build_model(cfg.model.backbone, cfg.model.embedding, cfg.model.dim, len(vocab),
                         weights=cfg.model.weights, psp_channels=cfg.model.psp_channels)
     freeze_stem(model)
+    if dist_on and device.type == "cuda":  # SyncBatchNorm is CUDA-only; CPU ranks keep local statistics
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     if cfg.run.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -227,17 +272,22 @@ def run(cfg, run_dir: Path) -> dict:
     if cfg.run.resume and ckpt.is_file():
         start, epoch, position = load_checkpoint(ckpt, model, optimizer, bank)
         log.info("resumed from %s at iteration %d", ckpt, start)
+    plain = model
+    if dist_on:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None)
 
-    logf = open(run_dir / "log.jsonl", "a")
+    logf = open(run_dir / "log.jsonl", "a") if main_rank else None
     board = None
-    try:  # TensorBoard when installed; the JSONL log is always written
-        from torch.utils.tensorboard import SummaryWriter
+    if main_rank:
+        try:  # TensorBoard when installed; the JSONL log is always written
+            from torch.utils.tensorboard import SummaryWriter
 
-        board = SummaryWriter(str(run_dir / "tensorboard"))
-    except ImportError:
-        log.info("tensorboard is not installed: logging to log.jsonl only")
+            board = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:
+            log.info("tensorboard is not installed: logging to log.jsonl only")
     bar = None
-    if cfg.run.progress and sys.stderr.isatty():
+    if main_rank and cfg.run.progress and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.optim.iterations, initial=start, desc=cfg.name, dynamic_ncols=True)
@@ -252,17 +302,21 @@ def run(cfg, run_dir: Path) -> dict:
             g["lr"] = cfg.optim.lr * factor * g["lr_mult"]
         res = train_step(model, batch, cfg, vocab, bank, device)
         optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(res.loss):
+        bad = torch.tensor(0.0 if torch.isfinite(res.loss) else 1.0, device=device)
+        if dist_on:  # every rank skips together, or DDP's gradient exchange would hang
+            torch.distributed.all_reduce(bad)
+        if bad.item():
             # a non-finite loss would poison the weights: skip the step, keep the record
             skipped += 1
-            logf.write(json.dumps({"iter": it, "nonfinite_loss": True, "terms": res.terms}) + "\n")
+            if logf:
+                logf.write(json.dumps({"iter": it, "nonfinite_loss": True, "terms": res.terms}) + "\n")
             it += 1
             continue
         res.loss.backward()
         optimizer.step()
         it += 1
-        n_img += len(batch["image"])
-        if it % cfg.run.log_every == 0 or it == cfg.optim.iterations:
+        n_img += len(batch["image"]) * size  # the global batch
+        if logf and (it % cfg.run.log_every == 0 or it == cfg.optim.iterations):
             now = time.perf_counter()
             rec = {"iter": it, "lr": cfg.optim.lr * factor, "loss": float(res.loss.detach()), **res.terms,
                    "images_per_s": n_img / max(now - t_last, 1e-9), "skipped_steps": skipped}
@@ -277,13 +331,19 @@ def run(cfg, run_dir: Path) -> dict:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in res.terms.items()} | {"img/s": f"{rec['images_per_s']:.1f}"})
         if bar:
             bar.update(1)
-        if it % cfg.run.checkpoint_every == 0 or it == cfg.optim.iterations:
-            save_checkpoint(ckpt, model, optimizer, bank, it, epoch, position)
+        if main_rank and (it % cfg.run.checkpoint_every == 0 or it == cfg.optim.iterations):
+            save_checkpoint(ckpt, plain, optimizer, bank, it, epoch, position)
     if bar:
         bar.close()
-    logf.close()
+    if logf:
+        logf.close()
     if board is not None:
         board.close()
+    model = plain
+    if not main_rank:
+        torch.distributed.barrier()  # rank 0 evaluates
+        torch.distributed.destroy_process_group()
+        return None
 
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=1, shuffle=False, num_workers=0,
                                              collate_fn=data_mod.collate)
@@ -303,6 +363,9 @@ def run(cfg, run_dir: Path) -> dict:
     metrics["skipped_steps"] = skipped
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("\n%s", iou_table(metrics))
+    if dist_on:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return metrics
 
 

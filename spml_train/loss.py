@@ -132,12 +132,15 @@ def location_features(emb: Tensor) -> Tensor:
 
 
 def spml_loss(emb: Tensor, sets: SegmentSets, lambdas: Mapping[str, float], kappas: Mapping[str, float], *,
-              memory_prototypes: Tensor | None = None, chunk: int = 8192) -> tuple[Tensor, dict[str, Tensor]]:
+              memory_prototypes: Tensor | None = None, remote_prototypes: Tensor | None = None,
+              chunk: int = 8192) -> tuple[Tensor, dict[str, Tensor]]:
     """``sum_r lambda_r * L_r`` over the relations named in ``lambdas`` (C, O, V, A), and the terms.
 
     ``emb (B, D, H, W)``: unit norm; ``sets``: from ``build_segment_sets`` on the same grid (with
-    ``add_affinity`` for A); ``memory_prototypes (M, D)``: the memory bank's prototypes, in the order
-    of the ``Memory`` given to ``build_segment_sets``. C, O and A compare ``e`` with the batch
+    ``add_affinity`` for A); ``memory_prototypes (M, D)``: the prototypes of the ``Memory`` given to
+    ``build_segment_sets``, in its order. Under data parallelism the Memory starts with the other
+    ranks' segments, whose prototypes come as ``remote_prototypes (R, D)`` and stay in the graph
+    (gradients return to their ranks); the rest, the memory bank's, are detached. C, O and A compare ``e`` with the batch
     prototypes (plus memory); V compares the with-location vectors ``normalize([e; y; x])`` of pixels
     and of batch prototypes. Each term is averaged over its pixels; a relation that is absent, empty
     or weighted 0 contributes 0. Returns ``(total, {name: detached term})``; CE is not included.
@@ -148,11 +151,14 @@ def spml_loss(emb: Tensor, sets: SegmentSets, lambdas: Mapping[str, float], kapp
     emb_flat = emb.permute(0, 2, 3, 1).reshape(-1, D)
     protos = segment_prototypes(emb_flat, sets.pixel_segment, S)
     if M:
-        if memory_prototypes is None or memory_prototypes.shape[0] != M:
-            got = None if memory_prototypes is None else tuple(memory_prototypes.shape)
-            raise ValueError(f"the segment table has {M} memory segments but memory_prototypes is {got}; "
-                             f"expected ({M}, {D}) in the Memory's order")
-        protos = torch.cat([protos, memory_prototypes.detach().to(protos)])
+        parts = [] if remote_prototypes is None else [remote_prototypes.to(protos)]
+        if memory_prototypes is not None:
+            parts.append(memory_prototypes.detach().to(protos))
+        got = sum(p.shape[0] for p in parts)
+        if got != M:
+            raise ValueError(f"the segment table has {M} memory segments but {got} remote + memory "
+                             f"prototypes were given; expected them in the Memory's order")
+        protos = torch.cat([protos, *parts])
     total = emb_flat.sum() * 0
     zero = total.detach().clone()
     terms: dict[str, Tensor] = {}

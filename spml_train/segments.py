@@ -88,10 +88,14 @@ def segment_prototypes(emb_flat: Tensor, segment: Tensor, num_segments: int) -> 
     ``SegmentSets.pixel_segment``). A segment without members gets a zero prototype (and a zero,
     not NaN, gradient).
     """
+    return F.normalize(segment_sums(emb_flat, segment, num_segments), dim=1)
+
+
+def segment_sums(emb_flat: Tensor, segment: Tensor, num_segments: int) -> Tensor:
+    """``(S, D)`` sums of member embeddings (what data-parallel ranks exchange), differentiable."""
     keep = segment >= 0
     sums = emb_flat.new_zeros(num_segments, emb_flat.shape[1])
-    sums = sums.index_add(0, segment[keep], emb_flat[keep])
-    return F.normalize(sums, dim=1)
+    return sums.index_add(0, segment[keep], emb_flat[keep])
 
 
 class MemoryBank:
