@@ -1,7 +1,7 @@
 """``weaklabels`` command line.
 
     weaklabels convert {voc,coco,hf,densepose} --to {tags,boxes,points,scribbles} [--root R] [--out DIR] ...
-    weaklabels report {voc,coco,hf} --to KIND [--clicks FILE] [--csv FILE] ...
+    weaklabels report {voc,coco,hf} --to KIND [--clicks FILE] [--limit N] ...
     weaklabels show DIR [--index I | --id ID] [--out overlay.png]
     weaklabels stats DIR [--csv FILE]
     weaklabels sample shapes --out DIR [--num-images N] [--seed S]
@@ -52,6 +52,9 @@ def _sources(args) -> dict:
     from weaklabels.sources import read_coco, read_hf, read_voc
     from weaklabels.sources.bundled import bundled_coco, bundled_voc
 
+    if args.split is None:  # COCO: the instances file's name says the split (instances_val2017 -> val2017)
+        args.split = Path(args.annotations).stem.replace("instances_", "") if (
+            args.dataset in ("coco", "densepose") and args.annotations) else "train"
     splits = [s for s in args.split.split(",") if s]
     if args.dataset == "densepose":
         from weaklabels.sources.densepose import read_densepose
@@ -134,14 +137,20 @@ def _report_convert(args, result, out: Path, total: int) -> int:
     if result.warnings and not args.quiet:
         print(f"{len(result.warnings):,} warning(s) about the input, e.g. {result.warnings[0]['image_id']}: "
               f"{result.warnings[0]['message']} (all: {out / 'warnings.json'})", file=sys.stderr)
-    if result.errors:
+    item_errors = [e for e in result.errors if e.get("index") is not None]
+    records = len(result.errors) - len(item_errors)
+    if records:
+        print(f"{records:,} annotation record(s) refer to no image and were left out "
+              f"(details: {out / 'errors.json'})", file=sys.stderr)
+    if item_errors:
         reasons = {}
-        for e in result.errors:
+        for e in item_errors:
             reasons.setdefault(e["message"].split(": ")[-1][:80], 0)
             reasons[e["message"].split(": ")[-1][:80]] += 1
         top = "; ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])[:3])
-        print(f"skipped {len(result.errors):,} of {total:,}: {top} (details: {out / 'errors.json'})",
+        print(f"skipped {len(item_errors):,} of {total:,}: {top} (details: {out / 'errors.json'})",
               file=sys.stderr)
+    if result.errors:
         return EXIT_SKIPPED
     return EXIT_OK
 
@@ -173,7 +182,10 @@ def cmd_report(args) -> int:
             if bar:
                 bar.update(1)
 
-    f = measure(samples(), weak_of, args.to, None if clicks is None else clicks.attach)
+    from weaklabels.convert import weak_label
+
+    f = measure(samples(), weak_of, args.to, None if clicks is None else clicks.attach,
+                lambda s, w: weak_label(s, w, options))
     if bar:
         bar.close()
     name = f"{args.to} ({'human' if human else 'synth'})"
@@ -203,9 +215,13 @@ def cmd_show(args) -> int:
 
     path = Path(args.dataset)
     voc = _open_converted(path)
-    files = sorted((path / "data").glob(f"{args.split}-*.parquet"))
+    splits = sorted({f.name.split("-")[0] for f in (path / "data").glob("*.parquet")})
+    if not splits:
+        raise MissingFileError(f"{path}: no parquet shards in data/ (show reads the default hf format)")
+    split = args.split or ("train" if "train" in splits else splits[0])
+    files = sorted((path / "data").glob(f"{split}-*.parquet"))
     if not files:
-        raise MissingFileError(f"{path}: no parquet shard for split {args.split!r}")
+        raise MissingFileError(f"{path}: no parquet shard for split {split!r}; splits: {', '.join(splits)}")
     row = None
     seen = 0
     for f in files:
@@ -219,7 +235,7 @@ def cmd_show(args) -> int:
             break
         seen += len(ids)
     if row is None:
-        raise SchemaError(f"{path}: no item {args.id if args.id is not None else args.index} in split {args.split!r}")
+        raise SchemaError(f"{path}: no item {args.id if args.id is not None else args.index} in split {split!r}")
     rec = f"image {row['image_id']!r}"
     weak = read_label_png(row["weak_label"]["bytes"], rec)
     h, w = weak.shape
@@ -234,6 +250,8 @@ def cmd_show(args) -> int:
 
     d = ImageDraw.Draw(im)
     for b in row["boxes"]:
+        if b["crowd"]:  # ignore regions are drawn as such by the weak label, not as objects
+            continue
         d.rectangle((b["x0"], b["y0"], b["x1"] - 1, b["y1"] - 1), outline=tuple(int(v) for v in pal[b["label"]]))
         d.text((b["x0"] + 2, b["y0"] + 1), voc.names[b["label"]], fill=(255, 255, 255))
     for p in row["points"]:
@@ -285,27 +303,65 @@ def cmd_sample(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{v} is below the minimum {low}")
+        return v
+    return parse
+
+
+def _float_in(low: float, high: float | None = None, *, open_low: bool = False):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if v < low or (open_low and v == low) or (high is not None and v > high):
+            rng = f"{'(' if open_low else '['}{low}, {high if high is not None else 'inf'}]"
+            raise argparse.ArgumentTypeError(f"{v} is outside {rng}")
+        return v
+    return parse
+
+
+def _regions(text: str) -> str:
+    if text in ("none", "felzenszwalb", "slic") or Path(text).is_dir():
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is neither none, felzenszwalb, slic nor a folder of region PNGs")
+
+
+def _classes(text: str) -> str:
+    if text == "voc" or (text.isdigit() and int(text) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: expected a number of classes (>= 1) or 'voc'")
+
+
+
 def _protocol_args(c: argparse.ArgumentParser) -> None:
     g = c.add_argument_group("protocol options")
-    g.add_argument("--min-pixels", type=int, default=1, help="tags: pixels a class needs to be a tag")
-    g.add_argument("--min-area", type=int, default=10, help="boxes from components: smallest area, px")
+    g.add_argument("--min-pixels", type=_int_at_least(1), default=1, help="tags: pixels a class needs to be a tag")
+    g.add_argument("--min-area", type=_int_at_least(1), default=10, help="boxes from components: smallest area, px")
     g.add_argument("--connectivity", type=int, default=8, choices=(4, 8), help="boxes from components")
     g.add_argument("--per", default="class", choices=("class", "instance"), help="points: per class or per object")
-    g.add_argument("--k", type=int, default=1, help="points per class / object")
+    g.add_argument("--k", type=_int_at_least(1), default=1, help="points per class / object")
     g.add_argument("--placement", default="center", choices=("center", "random", "human"), help="points placement")
     g.add_argument("--background", action=argparse.BooleanOptionalAction, default=None,
                    help="also annotate background (default: on for scribbles, off for points)")
-    g.add_argument("--width", type=float, default=3.0, help="scribbles: stroke width in pixels (SPML: 3)")
-    g.add_argument("--length-ratio", type=float, default=1.0,
+    g.add_argument("--width", type=_float_in(0, open_low=True), default=3.0, help="scribbles: stroke width in pixels (SPML: 3)")
+    g.add_argument("--length-ratio", type=_float_in(0, 1), default=1.0,
                    help="scribbles: kept fraction of each stroke, 1.0 / 0.8 / 0.5 / 0.3 / 0.0 (0 = one point)")
-    g.add_argument("--point-radius", type=float, default=0.0,
+    g.add_argument("--point-radius", type=_float_in(0), default=0.0,
                    help="points: label every pixel within this radius in weak_label (default: the pixel only)")
-    g.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+    g.add_argument("--seed", type=_int_at_least(0), default=0, help="seed for every random choice (default 0)")
     g.add_argument("--from-annotations", metavar="PATH",
                    help="use human weak labels instead of synthesis: What's-the-Point click JSON(s) "
                         "(--to points; comma-separated), a ScribbleSup XML folder (--to scribbles), "
                         "a VOC XML folder or COCO JSON (--to boxes)")
-    g.add_argument("--max-rank", type=int, help="points from clicks: keep clicks of rank <= this")
+    g.add_argument("--max-rank", type=_int_at_least(1), help="points from clicks: keep clicks of rank <= this")
 
 
 def _source_args(c: argparse.ArgumentParser, datasets: tuple[str, ...]) -> None:
@@ -314,7 +370,8 @@ def _source_args(c: argparse.ArgumentParser, datasets: tuple[str, ...]) -> None:
     c.add_argument("--root", help="voc: devkit folder; coco: image folder; hf: hub id or local path "
                                   "(default for voc / coco: the bundled sample)")
     c.add_argument("--annotations", help="coco / densepose: the instances JSON file")
-    c.add_argument("--split", default="train", help="split name(s), comma-separated (default: train)")
+    c.add_argument("--split", help="split name(s), comma-separated (default: train; coco: the "
+                                    "annotation file's name, e.g. instances_val2017.json -> val2017)")
     v = c.add_argument_group("voc options")
     v.add_argument("--masks", default="auto", choices=("auto", "SegmentationClass", "SegmentationClassAug", "none"))
     h = c.add_argument_group("hf options")
@@ -339,14 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="output folder (default: ./weaklabels-DATASET-KIND)")
     c.add_argument("--format", default="hf", choices=("hf", "voc"),
                    help="hf: parquet shards + dataset card (default); voc: PNGs + list file")
-    c.add_argument("--num-proc", type=int, default=1, help="worker processes (default 1)")
+    c.add_argument("--num-proc", type=_int_at_least(1), default=1, help="worker processes (default 1)")
     c.add_argument("--overwrite", action="store_true", help="replace a previous output in --out")
     c.add_argument("--on-error", default="fail", choices=("fail", "skip"),
                    help="fail: stop at the first bad item; skip: list it in errors.json and go on")
     c.add_argument("--gt", default="auto", choices=("auto", "always", "never"),
                    help="store the full mask as 'gt' (auto: evaluation splits only)")
-    c.add_argument("--shard-size", type=int, default=256, help="images per parquet shard")
-    c.add_argument("--regions", default="none",
+    c.add_argument("--shard-size", type=_int_at_least(1), default=256, help="images per parquet shard")
+    c.add_argument("--regions", default="none", type=_regions,
                    help="low-level regions stored with each image (SPML's relation V): none (default), "
                         "felzenszwalb, slic, or a folder of region PNGs named by image id")
     c.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
@@ -357,14 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
     _source_args(r, ("voc", "coco", "hf"))
     _protocol_args(r)
     r.add_argument("--clicks", help="What's-the-Point JSON(s) to compare points with (comma-separated)")
-    r.add_argument("--limit", type=int, help="only the first N images")
+    r.add_argument("--limit", type=_int_at_least(1), help="only the first N images")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_report)
 
     s = sub.add_parser("show", help="render an overlay PNG of a converted sample")
     s.add_argument("dataset", help="a folder written by weaklabels convert")
-    s.add_argument("--split", default="train")
-    s.add_argument("--index", type=int, default=0)
+    s.add_argument("--split", help="default: train if present, else the first split")
+    s.add_argument("--index", type=_int_at_least(0), default=0)
     s.add_argument("--id", help="image id (instead of --index)")
     s.add_argument("--out", help="PNG to write (default: ID_overlay.png)")
     s.set_defaults(func=cmd_show)
@@ -378,11 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
     msub = m.add_subparsers(dest="generator", required=True)
     sh = msub.add_parser("shapes", help="textured shapes scenes in the VOC layout (+ COCO JSON)")
     sh.add_argument("--out", required=True)
-    sh.add_argument("--num-images", type=int, default=100)
-    sh.add_argument("--seed", type=int, default=0)
-    sh.add_argument("--height", type=int, default=96)
-    sh.add_argument("--width", type=int, default=128)
-    sh.add_argument("--classes", default="5", help="number of shape classes, or 'voc' for the 21 VOC classes")
+    sh.add_argument("--num-images", type=_int_at_least(1), default=100)
+    sh.add_argument("--seed", type=_int_at_least(0), default=0)
+    sh.add_argument("--height", type=_int_at_least(8), default=96)
+    sh.add_argument("--width", type=_int_at_least(8), default=128)
+    sh.add_argument("--classes", default="5", type=_classes, help="number of shape classes, or 'voc' for the 21 VOC classes")
     sh.add_argument("--boundary", action="store_true", help="mark a 1-px void (255) band along object edges")
     sh.add_argument("--overwrite", action="store_true")
     sh.add_argument("--quiet", action="store_true")

@@ -118,10 +118,21 @@ def convert_sample(sample: Sample, options: ConvertOptions, with_gt: bool) -> Co
     """One item through synthesis and rasterisation (pure; no files)."""
     opts = {} if options.given else options.synth_options()
     weak = synthesize(sample, options.kind, seed=options.seed, given=options.given, **opts)
-    label = rasterize(weak, options.kind, point_radius=options.point_radius)
+    label = weak_label(sample, weak, options)
     gt = sample.semantic.array if (with_gt and sample.semantic is not None) else None
     return Converted(weak.replace(semantic=None, instances=None), options.kind, label, gt=gt,
                      regions=regions_of(sample, options.regions))
+
+
+def weak_label(full: Sample, weak: Sample, options: ConvertOptions):
+    """The rasterised weak label of ``weak``. A synthesized point's disc (``point_radius``) is kept
+    inside its own class of ``full``'s mask, so synthesis never labels a pixel of another class;
+    human clicks are drawn as given."""
+    label = rasterize(weak, options.kind, point_radius=options.point_radius)
+    if options.kind == "points" and options.point_radius > 0 and not options.given and full.semantic is not None:
+        wrong = (label < len(full.vocabulary)) & (label != full.semantic.array)
+        label[wrong] = full.vocabulary.unlabelled
+    return label
 
 
 def regions_of(sample: Sample, how: str):

@@ -42,12 +42,15 @@ class Fidelity:
     human_clicks: int = 0
     human_on_class: int = 0
 
-    def add(self, sample: Sample, weak: Sample, kind: str, human: Sample | None = None) -> None:
-        """Account one image: ``sample`` holds the full mask, ``weak`` its weak annotation."""
+    def add(self, sample: Sample, weak: Sample, kind: str, human: Sample | None = None,
+            label: np.ndarray | None = None) -> None:
+        """Account one image: ``sample`` holds the full mask, ``weak`` its weak annotation and
+        ``label`` its weak label map when not the plain rasterisation of ``weak``."""
         voc = sample.vocabulary
         n = len(voc)
         mask = sample.semantic.array
-        label = rasterize(weak, kind)
+        if label is None:
+            label = rasterize(weak, kind)
         labelled = label < n
         self.images += 1
         self.labelled_px += int(labelled.sum())
@@ -103,13 +106,17 @@ class Fidelity:
 
 
 def measure(samples: Iterable[Sample], weak_of: Callable[[Sample], Sample], kind: str,
-            human_of: Callable[[Sample], Sample] | None = None) -> Fidelity:
-    """Fidelity of ``weak_of(sample)`` over ``samples`` (those without a full mask are skipped)."""
+            human_of: Callable[[Sample], Sample] | None = None,
+            label_of: Callable[[Sample, Sample], np.ndarray] | None = None) -> Fidelity:
+    """Fidelity of ``weak_of(sample)`` over ``samples`` (those without a full mask are skipped);
+    ``label_of(sample, weak)`` rasterises when the plain rasterisation is not what is stored."""
     f = Fidelity()
     for s in samples:
         if s.semantic is None:
             continue
-        f.add(s, weak_of(s), kind, None if human_of is None else human_of(s))
+        weak = weak_of(s)
+        f.add(s, weak, kind, None if human_of is None else human_of(s),
+              None if label_of is None else label_of(s, weak))
     return f
 
 

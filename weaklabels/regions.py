@@ -3,14 +3,14 @@
 The reference used HED contours + OWT-UCM (MATLAB only, at most 256 regions);
 any good region proposal plays the same role. Methods, from scikit-image:
 
-* ``felzenszwalb`` [default]: graph-based segmentation (``scale=100``,
+* ``felzenszwalb`` (``compute_regions``'s default): graph-based segmentation (``scale=100``,
   ``sigma=0.8``, ``min_size=50``), regions that follow colour edges;
 * ``slic``: k-means superpixels (``n_segments=256``, ``compactness=10``), compact
   regions of similar size;
 * a folder of the user's own region PNGs (``{image_id}.png``, 8- or 16-bit
   grayscale ids; e.g. HED-UCM), checked against the image size.
 
-Region maps are ``(H, W) uint16`` with ids ``0 .. R-1`` (R <= 65,535),
+Region maps are ``(H, W) uint16`` with ids ``0 .. R-1`` (at most 65,536 regions),
 renumbered in raster order so the same segmentation always gets the same ids.
 """
 
@@ -19,9 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-from weaklabels.errors import CorruptFileError, MissingFileError, SchemaError, SourceError
+from weaklabels.errors import CorruptFileError, SchemaError, SourceError
 
 METHODS = ("felzenszwalb", "slic")
 DEFAULTS = {
@@ -59,13 +57,9 @@ def read_regions(folder: str | Path, image_id: str, size: tuple[int, int]) -> np
     """The user's region PNG ``folder/{image_id}.png`` as ``(H, W) uint16``."""
     path = Path(folder) / f"{image_id}.png"
     rec = f"image {image_id!r}"
-    try:
-        im = Image.open(path)
-        im.load()
-    except FileNotFoundError as err:
-        raise MissingFileError(f"{rec}: missing region file {path}") from err
-    except OSError as err:
-        raise CorruptFileError(f"{rec}: cannot decode region file {path}: {err}") from err
+    from weaklabels.sources.files import open_image  # decompression-bomb guard, clear errors
+
+    im = open_image(path, rec)
     if im.mode not in ("L", "P", "I", "I;16", "I;16B"):
         raise CorruptFileError(f"{rec}: region file {path} is mode {im.mode!r}; expected 8- or 16-bit ids")
     a = np.asarray(im)

@@ -77,8 +77,10 @@ class Relation:
 
     ``pixels (n,)``: flat pixel indices into ``B * H * W``; ``own (n,)``: each pixel's own
     segment (an index into the segment table); ``segments (m,)``: candidate segment indices.
-    Relatedness: ``pixel_key (n,)`` / ``segment_key (m,)`` (equal), or ``pixel_set (n, K)`` /
-    ``segment_set (m, K)`` bool (intersect). ``pixel_group (n,)`` / ``segment_group (m,)``:
+    Relatedness: ``pixel_key (n,)`` / ``segment_key (m,)`` (equal), or pixel sets / ``segment_set
+    (m, K)`` bool (intersect). A pixel's set is its own segment's (segments are pure), so it is
+    stored once per segment, ``pixel_set_table (S_total, K)`` looked up through ``own``, keeping
+    memory O(segments x K) rather than O(pixels x K); an explicit ``pixel_set (n, K)`` also works. ``pixel_group (n,)`` / ``segment_group (m,)``:
     when given, a pixel only sees candidates of its own group (V: the image).
     """
 
@@ -92,9 +94,16 @@ class Relation:
     segment_set: Tensor | None = None
     pixel_group: Tensor | None = None
     segment_group: Tensor | None = None
+    pixel_set_table: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
+
+    def pixel_sets(self, rows: slice | Tensor = slice(None)) -> Tensor:
+        """The label / tag sets ``(n_rows, K) bool`` of a chunk of this relation's pixels."""
+        if self.pixel_set is not None:
+            return self.pixel_set[rows]
+        return self.pixel_set_table[self.own[rows]]
 
     def related(self, rows: slice | Tensor = slice(None)) -> tuple[Tensor, Tensor]:
         """``(related, visible)``, both ``(n_rows, m) bool``, for a chunk of this relation's pixels:
@@ -103,7 +112,7 @@ class Relation:
         if self.pixel_key is not None:
             rel = self.pixel_key[rows, None] == self.segment_key[None, :]
         else:
-            rel = (self.pixel_set[rows].float() @ self.segment_set.float().T) > 0
+            rel = (self.pixel_sets(rows).float() @ self.segment_set.float().T) > 0
         if self.pixel_group is None:
             visible = torch.ones_like(rel)
         else:
@@ -218,10 +227,10 @@ def build_segment_sets(cluster: Tensor, label: Tensor, region: Tensor, tags: Ten
     lab_px = v[(is_class[v]) | (set_id[v] > 0)]
     seg_labelled = s_label_set.any(1).nonzero().squeeze(1)
     relations["C"] = Relation("C", lab_px, pixel_segment[lab_px], seg_labelled,
-                              pixel_set=s_label_set[pixel_segment[lab_px]], segment_set=s_label_set[seg_labelled])
+                              pixel_set_table=s_label_set, segment_set=s_label_set[seg_labelled])
     # O: every non-ignored pixel against every segment, by tag-set intersection
     all_seg = torch.arange(S + M, device=dev)
-    relations["O"] = Relation("O", v, own, all_seg, pixel_set=tags[img[v]], segment_set=s_tags)
+    relations["O"] = Relation("O", v, own, all_seg, pixel_set_table=s_tags, segment_set=s_tags)
     # V: every non-ignored pixel against its own image's segments, by region id
     batch_seg = torch.arange(S, device=dev)
     relations["V"] = Relation("V", v, own, batch_seg, pixel_key=rg[v], segment_key=s_rg[:S],
@@ -257,6 +266,6 @@ def add_affinity(sets: SegmentSets, features: Tensor, threshold: float = 0.95) -
     batch_px = c.own < sets.num_batch_segments
     pixels, own = c.pixels[batch_px], c.own[batch_px]
     segs = prop.any(1).nonzero().squeeze(1)
-    rel = Relation("A", pixels, own, segs, pixel_set=prop[own], segment_set=prop[segs])
+    rel = Relation("A", pixels, own, segs, pixel_set_table=prop, segment_set=prop[segs])
     sets.relations["A"] = rel
     return rel

@@ -687,7 +687,13 @@ class Sample:
 
     @classmethod
     def from_json(cls, text: str) -> Sample:
-        return cls.from_dict(json.loads(text))
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SchemaError(f"Sample JSON: not valid JSON: {err}") from err
+        if not isinstance(d, dict):
+            raise SchemaError(f"Sample JSON: expected an object, got {type(d).__name__}")
+        return cls.from_dict(d)
 
 
 def tags_of(classes: Iterable[int] | Sequence[int], vocabulary: Vocabulary, record: str | None = None) -> ImageTags:

@@ -30,7 +30,7 @@ def naive_segsort_loss(emb: torch.Tensor, protos: torch.Tensor, rel: Relation, k
     if rel.pixel_key is not None:
         related = rel.pixel_key[:, None] == rel.segment_key[None, :]
     else:
-        related = (rel.pixel_set[:, None, :] & rel.segment_set[None, :, :]).any(2)
+        related = (rel.pixel_sets()[:, None, :] & rel.segment_set[None, :, :]).any(2)
     if rel.pixel_group is not None:
         visible = rel.pixel_group[:, None] == rel.segment_group[None, :]
     else:
@@ -173,7 +173,7 @@ def test_single_segment_gives_zero_loss_and_gradient():
 def test_empty_relation_is_zero_and_keeps_graph():
     sets, emb, g = random_problem(0)
     rel = sets.relations["C"]
-    empty = Relation("C", rel.pixels[:0], rel.own[:0], rel.segments, pixel_set=rel.pixel_set[:0],
+    empty = Relation("C", rel.pixels[:0], rel.own[:0], rel.segments, pixel_set=rel.pixel_sets()[:0],
                      segment_set=rel.segment_set)
     emb_flat, protos = leaves(sets, emb, g)
     loss = segsort_loss(emb_flat, protos, empty, 6.0)

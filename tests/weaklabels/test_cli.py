@@ -98,3 +98,34 @@ def test_formats_from_cli(tmp_path, fmt):
     assert main(["convert", "voc", "--to", "boxes", "--format", fmt, "--out", str(out), "--quiet",
                  "--num-proc", "2", "--shard-size", "2"]) == EXIT_OK
     assert (out / ("data" if fmt == "hf" else "train.txt")).exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["--k", "0"], ["--width", "0"], ["--length-ratio", "2"], ["--shard-size", "0"], ["--regions", "bogus"],
+    ["--seed", "-1"], ["--num-proc", "0"], ["--min-area", "-5"], ["--point-radius", "-1"],
+])
+def test_out_of_range_options_are_usage_errors(args, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "weaklabels.cli", "convert", "voc", "--to", "points",
+                        "--out", str(tmp_path / "o"), *args], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_coco_split_defaults_to_the_annotation_file_name(tmp_path):
+    from weaklabels.sources.bundled import bundled_coco
+
+    ann, images = bundled_coco("val")
+    named = tmp_path / "instances_val2017.json"
+    named.write_bytes(ann.read_bytes())
+    out = tmp_path / "c"
+    assert main(["convert", "coco", "--annotations", str(named), "--root", str(images), "--to", "tags",
+                 "--out", str(out), "--quiet"]) == EXIT_OK
+    assert list((out / "data").glob("val2017-*.parquet"))
+
+
+def test_broken_hf_inputs_are_clear_errors(tmp_path, capsys):
+    bad = tmp_path / "g.parquet"
+    bad.write_text("garbage")
+    for root in (str(tmp_path / "missing"), str(bad)):
+        assert main(["convert", "hf", "--root", root, "--to", "tags", "--out", str(tmp_path / "o")]) == EXIT_DATA
+        assert root in capsys.readouterr().err

@@ -34,6 +34,20 @@ def _datasets():
 
 
 def _load(root: str, split: str):
+    """``_load_unchecked`` with the datasets library's own errors turned into ours (naming ``root``)."""
+    try:
+        return _load_unchecked(root, split)
+    except (MissingFileError, SourceError):
+        raise
+    except FileNotFoundError as err:
+        raise MissingFileError(f"{root}: no dataset found ({err})") from err
+    except ConnectionError as err:
+        raise MissingFileError(f"{root}: not a local path, and the hub could not be reached ({err})") from err
+    except Exception as err:  # datasets / pyarrow raise many types for unreadable data
+        raise SourceError(f"{root}: cannot load it as a HuggingFace dataset: {type(err).__name__}: {err}") from err
+
+
+def _load_unchecked(root: str, split: str):
     ds_lib = _datasets()
     p = Path(root)
     if p.exists():

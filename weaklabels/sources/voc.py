@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from weaklabels.errors import MissingFileError, SchemaError, SourceError
+from weaklabels.errors import MissingFileError, SchemaError, SourceError, UnsafePathError
 from weaklabels.sources.files import check_image, check_size, parse_xml, read_label_png
 from weaklabels.types import Boxes, ImageRef, InstanceMasks, Sample, SemanticMask, Vocabulary
 
@@ -123,6 +123,8 @@ class VOCSource:
     def __getitem__(self, index: int) -> Sample:
         iid = self.ids[index]
         rec = f"image {iid!r}"
+        if not iid or "/" in iid or "\\" in iid or iid in (".", ".."):
+            raise UnsafePathError(f"{rec}: an image id in the split file must be a plain file name")
         image = None
         size = None
         if self.has_images:

@@ -4,8 +4,9 @@
 * ``WeakLabels/{id}.png``         palette PNG weak label map
 * ``Regions/{id}.png``            16-bit region ids (when computed)
 * ``SegmentationClass/{id}.png``  full mask (evaluation splits only)
-* ``{split}.txt``                 one line per image: ``image label [regions]``
-  (``image gt`` for evaluation splits), paths relative to the output folder.
+* ``{split}.txt``                 one line per image: ``image label [regions]``, paths
+  relative to the output folder (SPML's training list)
+* ``{split}_gt.txt``              evaluation splits: ``image gt`` per line (SPML's evaluation list)
 
 In masks-only datasets there is no image: lines then start with ``-``.
 """
@@ -47,7 +48,7 @@ class VOCWriter:
         palette = self.vocabulary.palette()
         for d in _DIRS + ("lists",):
             (partial / d).mkdir(parents=True, exist_ok=True)
-        lines = []
+        lines, gt_lines = [], []
         for it in items:
             s = it.sample
             image = "-"
@@ -64,8 +65,10 @@ class VOCWriter:
             if it.gt is not None:
                 gt = f"SegmentationClass/{s.image_id}.png"
                 _write(partial / gt, encode_label_png(it.gt, palette))
-                parts = [image, gt]
+                gt_lines.append(f"{image} {gt}")
             lines.append(" ".join(parts))
+        if gt_lines:
+            _write(self._list(partial, split + "_gt", shard), ("\n".join(gt_lines) + "\n").encode())
         _write(self._list(partial, split, shard), ("\n".join(lines) + "\n" if lines else "").encode())
 
     def finalize(self, partial: Path, out: Path, splits: dict[str, int]) -> dict[str, str]:
@@ -77,10 +80,13 @@ class VOCWriter:
                     os.replace(f, out / d / f.name)
         result = {}
         for split in splits:
-            parts = sorted((partial / "lists").glob(f"{split}-*.txt"))
-            with open(out / f"{split}.txt", "w") as dst:
-                for p in parts:
-                    dst.write(p.read_text())
+            for name in (split, split + "_gt"):
+                parts = sorted((partial / "lists").glob(f"{name}-[0-9]*.txt"))
+                if not parts and name != split:
+                    continue
+                with open(out / f"{name}.txt", "w") as dst:
+                    for p in parts:
+                        dst.write(p.read_text())
             result[split] = f"{split}.txt"
         shutil.rmtree(partial / "lists", ignore_errors=True)
         return result

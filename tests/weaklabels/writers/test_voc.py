@@ -22,6 +22,8 @@ def test_masks_only_items_and_gt_lines(tmp_path):
     files = w.finalize(partial, out, {"train": 2, "val": 1})
     assert files == {"train": "train.txt", "val": "val.txt"}
     assert (out / "train.txt").read_text().splitlines() == ["- WeakLabels/x1.png", "- WeakLabels/x2.png"]
-    assert (out / "val.txt").read_text().splitlines() == ["- SegmentationClass/x3.png"]
+    assert (out / "val.txt").read_text().splitlines() == ["- WeakLabels/x3.png"]
+    assert (out / "val_gt.txt").read_text().splitlines() == ["- SegmentationClass/x3.png"]
+    assert not (out / "train_gt.txt").exists()
     np.testing.assert_array_equal(np.array(Image.open(out / "WeakLabels/x1.png")), weak)
     np.testing.assert_array_equal(np.array(Image.open(out / "SegmentationClass/x3.png")), gt)
