@@ -32,6 +32,18 @@ class ShapesConfig:
 
 
 @dataclass
+class CAMConfig:
+    """The CAM stage (``pseudo/cam.py``): C's labels for tags and boxes."""
+
+    enabled: bool = False
+    iterations: int = 300       # classifier training steps
+    lr: float = 0.01
+    alpha: float = 6.0          # background score (1 - max CAM) ** alpha
+    threshold: float = 0.2      # tags: a pixel is labelled when its best score exceeds this
+    dir: str = ""               # externally computed CAMs: {image_id}.npy (C_fg, H, W) per image
+
+
+@dataclass
 class DataConfig:
     train: str = ""             # a folder written by `weaklabels convert` (parquet + vocabulary.json)
     val: str = ""               # same, for evaluation (holds `gt`)
@@ -48,6 +60,7 @@ class DataConfig:
     batch_size: int = 16
     workers: int = 2
     full_supervision: bool = False  # train on `gt` instead of the weak label (the fully supervised bound)
+    cam: CAMConfig = field(default_factory=CAMConfig)
 
 
 @dataclass

@@ -209,6 +209,30 @@ def batches(dataset, cfg, epoch: int, position: int):
 # --------------------------------------------------------------------------- run
 
 
+def cam_stage(cfg, train_ds, train_dir: Path, run_dir: Path, device: torch.device, main_rank: bool,
+              dist_on: bool) -> Path:
+    """Train the tag classifier, then rewrite the training split with CAM labels (once: a finished
+    ``run_dir/cam`` is reused). Returns the dataset folder stage 1 trains on."""
+    from spml_train.pseudo.cam import CAMNet, cam_labels, train_classifier
+
+    out = run_dir / "cam"
+    if main_rank and not (out / "cam.json").is_file():
+        c = cfg.data.cam
+        vocab = train_ds.vocabulary
+        fg = list(vocab.foreground)
+        torch.manual_seed(cfg.run.seed)
+        model = CAMNet(cfg.model.backbone, len(fg), weights=cfg.model.weights).to(device)
+        cam_dir = Path(c.dir) if c.dir else None
+        if cam_dir is None:
+            losses = train_classifier(model, batches(train_ds, cfg, 0, 0), fg, c.iterations, c.lr, device)
+            log.info("CAM classifier: BCE %.3f -> %.3f", losses[0], losses[-1])
+        cam_labels(model, train_dir, cfg.data.train_split, out, vocab, device, kind=cfg.data.kind,
+                   alpha=c.alpha, threshold=c.threshold, cam_dir=cam_dir)
+    if dist_on:
+        torch.distributed.barrier()
+    return out
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -253,6 +277,12 @@ def run(cfg, run_dir: Path) -> dict:
                                          flip_pairs=[list(p) for p in d.flip_pairs], dilate=d.dilate,
                                          full_supervision=d.full_supervision, seed=cfg.run.seed)
     vocab = train_ds.vocabulary
+    if d.cam.enabled and d.kind in ("tags", "boxes") and not d.full_supervision:
+        train_dir = cam_stage(cfg, train_ds, train_dir, run_dir, device, main_rank, dist_on)
+        train_ds = data_mod.ConvertedDataset(train_dir, d.train_split, kind=d.kind, train=True, crop=d.crop,
+                                             scale=(d.scale_min, d.scale_max), flip=d.flip,
+                                             flip_pairs=[list(p) for p in d.flip_pairs], dilate=d.dilate,
+                                             seed=cfg.run.seed)
     val_ds = data_mod.ConvertedDataset(val_dir, d.val_split, kind=d.kind, train=False)
 
     model = build_model(cfg.model.backbone, cfg.model.embedding, cfg.model.dim, len(vocab),

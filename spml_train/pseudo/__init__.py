@@ -1,0 +1,1 @@
+"""Pseudo-label stages: class activation maps for tags and boxes (``cam``)."""
