@@ -37,6 +37,24 @@ def iou(conf: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, tp / denom, np.nan)
 
 
+def _items(loader, max_images: int = 0):
+    """``(image, gt, rgb, image_id)`` of every evaluation item, at most ``max_images`` (0: all)."""
+    n = 0
+    for batch in loader:
+        for item in zip(batch["image"], batch["gt"], batch["rgb"], batch["image_id"]):
+            yield item
+            n += 1
+            if max_images and n >= max_images:
+                return
+
+
+def scores(conf: np.ndarray, names) -> dict:
+    """``mIoU`` (0..100) and ``per_class_iou`` of a confusion matrix."""
+    per_class = iou(conf)
+    return {"mIoU": float(np.nanmean(per_class) * 100) if np.isfinite(per_class).any() else 0.0,
+            "per_class_iou": {nm: (None if np.isnan(v) else float(v * 100)) for nm, v in zip(names, per_class)}}
+
+
 @torch.no_grad()
 def predict(model, image: torch.Tensor, scales: list[float], flip: bool,
             flip_perm: torch.Tensor | None = None) -> torch.Tensor:
@@ -74,27 +92,18 @@ def evaluate(model, loader, vocabulary: Vocabulary, out_dir: Path, *, device: to
         pred_dir.mkdir(parents=True, exist_ok=True)
     n = 0
     palette = np.asarray(vocabulary.palette(), np.uint8).reshape(256, 3)
-    for batch in loader:
-        for image, gt, rgb, iid in zip(batch["image"], batch["gt"], batch["rgb"], batch["image_id"]):
-            probs = predict(model, image.to(device), list(scales), flip, perm)
-            pred = probs.argmax(0).cpu().numpy().astype(np.uint8)
-            g = gt.numpy()
-            conf += confusion(pred, g, C, vocabulary.ignore)
-            if save_predictions:
-                (pred_dir / f"{iid}.png").write_bytes(encode_label_png(pred, vocabulary.palette()))
-                over = (0.5 * rgb.numpy() + 0.5 * palette[pred]).astype(np.uint8)
-                Image.fromarray(over).save(pred_dir / f"{iid}_overlay.jpg", quality=85)
-            n += 1
-            if max_images and n >= max_images:
-                break
-        if max_images and n >= max_images:
-            break
+    for image, gt, rgb, iid in _items(loader, max_images):
+        probs = predict(model, image.to(device), list(scales), flip, perm)
+        pred = probs.argmax(0).cpu().numpy().astype(np.uint8)
+        conf += confusion(pred, gt.numpy(), C, vocabulary.ignore)
+        if save_predictions:
+            (pred_dir / f"{iid}.png").write_bytes(encode_label_png(pred, vocabulary.palette()))
+            over = (0.5 * rgb.numpy() + 0.5 * palette[pred]).astype(np.uint8)
+            Image.fromarray(over).save(pred_dir / f"{iid}_overlay.jpg", quality=85)
+        n += 1
     model.train(was_training)
-    per_class = iou(conf)
-    miou = float(np.nanmean(per_class) * 100) if np.isfinite(per_class).any() else 0.0
     metrics = {
-        "mIoU": miou,
-        "per_class_iou": {name: (None if np.isnan(v) else float(v * 100)) for name, v in zip(vocabulary.names, per_class)},
+        **scores(conf, vocabulary.names),
         "split": split,
         "images": n,
         "pixel_accuracy": float(np.diag(conf).sum() / max(conf.sum(), 1) * 100),
@@ -184,17 +193,9 @@ def evaluate_retrieval(model, train_loader, val_loader, vocabulary: Vocabulary, 
     C = len(vocabulary)
     conf = np.zeros((C, C), np.int64)
     n = 0
-    for batch in val_loader:
-        for image, gt in zip(batch["image"], batch["gt"]):
-            pred = predict_retrieval(model, image.to(device), memory, C, k=k, grid=grid)
-            conf += confusion(pred.cpu().numpy(), gt.numpy(), C, vocabulary.ignore)
-            n += 1
-            if max_images and n >= max_images:
-                break
-        if max_images and n >= max_images:
-            break
+    for image, gt, _, _ in _items(val_loader, max_images):
+        pred = predict_retrieval(model, image.to(device), memory, C, k=k, grid=grid)
+        conf += confusion(pred.cpu().numpy(), gt.numpy(), C, vocabulary.ignore)
+        n += 1
     model.train(was_training)
-    per_class = iou(conf)
-    return {"mIoU": float(np.nanmean(per_class) * 100) if np.isfinite(per_class).any() else 0.0,
-            "per_class_iou": {nm: (None if np.isnan(v) else float(v * 100)) for nm, v in zip(vocabulary.names, per_class)},
-            "images": n, "k": k, "memory_segments": int(len(memory[0]))}
+    return {**scores(conf, vocabulary.names), "images": n, "k": k, "memory_segments": int(len(memory[0]))}
