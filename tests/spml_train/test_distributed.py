@@ -38,6 +38,7 @@ def _gather_worker(rank: int, size: int, port: int, out: str) -> None:
     protos, sets, tgs = distributed.gather_segments(sums, torch.ones(n), label_set, tags)
     protos.sum().backward()  # gradients return to the rank owning the segments
     torch.save({"protos": protos.detach(), "sets": sets, "sums": sums.detach(), "grad": sums.grad}, f"{out}/{rank}.pt")
+    dist.barrier()  # neither rank tears the connection down while the other still uses it
     dist.destroy_process_group()
 
 
