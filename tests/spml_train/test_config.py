@@ -48,8 +48,8 @@ def test_spml_settings_per_annotation():
 
 
 def test_overrides_and_unknown_keys():
-    cfg = _compose("recipe=toy_tags", "optim.iterations=7", "run.dir=/tmp/x")
-    assert cfg.optim.iterations == 7 and cfg.run.dir == "/tmp/x"
+    cfg = _compose("recipe=toy_tags", "optim.iterations=7", "run.dir=runs/x")
+    assert cfg.optim.iterations == 7 and cfg.run.dir == "runs/x"
     with pytest.raises(Exception, match="iterationz"):
         _compose("recipe=toy_tags", "optim.iterationz=7")
     with pytest.raises(Exception, match="toy_tags"):  # the error lists the recipes

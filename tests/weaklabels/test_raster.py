@@ -245,28 +245,18 @@ def test_mirrored_scribble_gives_mirrored_labels():
     assert np.array_equal(a, b[:, ::-1])
 
 
-@pytest.mark.parametrize("width", [4.0, 6.0])
-def test_single_vertex_scribble_labels_pixel_under_it_wide(width):
-    rng = np.random.default_rng(6)
+@pytest.mark.parametrize("width", [0.5, 1.0, 1.5, 4.0, 6.0])
+def test_single_vertex_scribble_labels_pixel_under_it(width):
+    rng = np.random.default_rng(6 if width > 2 else 7)
     for _ in range(100):
         c, r = int(rng.integers(0, W)), int(rng.integers(0, H))
         x, y = c + rng.uniform(0.1, 0.9), r + rng.uniform(0.1, 0.9)
         s = Scribbles((np.array([[x, y]]),), [2], widths=[width])
         out = rasterize(_sample(scribbles=s), "scribbles")
         assert out[r, c] == 2, (x, y, width)
-        d = _dist_to_polyline(s.lines[0], H, W)
-        assert (d[out == 2] <= width / 2 + 1).all()
-
-
-@pytest.mark.parametrize("width", [0.5, 1.0, 1.5])
-def test_single_vertex_scribble_labels_pixel_under_it_thin(width):
-    rng = np.random.default_rng(7)
-    for _ in range(100):
-        c, r = int(rng.integers(0, W)), int(rng.integers(0, H))
-        x, y = c + rng.uniform(0.1, 0.9), r + rng.uniform(0.1, 0.9)
-        s = Scribbles((np.array([[x, y]]),), [2], widths=[width])
-        out = rasterize(_sample(scribbles=s), "scribbles")
-        assert out[r, c] == 2, (x, y, width)
+        if width > 2:  # a wide dot stays within its radius
+            d = _dist_to_polyline(s.lines[0], H, W)
+            assert (d[out == 2] <= width / 2 + 1).all()
 
 
 def test_single_vertex_scribble_default_width():
