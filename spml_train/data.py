@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -231,7 +230,3 @@ def prepare_toy(cfg, root: Path) -> tuple[Path, Path]:
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers decode and augment; one thread each avoids oversubscription
 
-
-def grid_size(size: int) -> int:
-    """The embedding grid size for an input side of ``size`` pixels (stride 4)."""
-    return math.ceil(size / 4)
