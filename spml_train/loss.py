@@ -40,13 +40,17 @@ from weaklabels.segsets import Relation, SegmentSets
 from .segments import segment_prototypes, with_location
 
 
-def _block(x: Tensor, p: Tensor, rel: Relation, rows: slice, kappa: float):
-    """Logits ``(r, m)``, positives and all counted candidates (positives or negatives), both
-    ``(r, m) bool``, for pixel rows ``rows``."""
-    logits = kappa * (x @ p.T)
-    related, visible = rel.related(rows)
-    counted = visible & (rel.segments[None, :] != rel.own[rows, None])
-    return logits, related & counted, counted
+def _block(x: Tensor, p: Tensor, rel: Relation, rows: slice, kappa: float, shift: Tensor | None = None):
+    """Logits ``(r, m)`` (minus ``shift (r,)`` per row when given, in the same kernel), positives and
+    all counted candidates (positives or negatives), both ``(r, m) bool``, for pixel rows ``rows``."""
+    if shift is None:
+        logits = kappa * (x @ p.T)
+    else:
+        logits = torch.addmm(-shift[:, None], x, p.T, alpha=kappa)
+    counted = rel.segments[None, :] != rel.own[rows, None]
+    if rel.pixel_group is not None:  # (rel.related's visibility, without its all-true mask when ungrouped)
+        counted &= rel.pixel_group[rows, None] == rel.segment_group[None, :]
+    return logits, rel.relation(rows) & counted, counted
 
 
 def _masked_lse(logits: Tensor, mask: Tensor) -> Tensor:
@@ -54,21 +58,53 @@ def _masked_lse(logits: Tensor, mask: Tensor) -> Tensor:
     return torch.logsumexp(torch.where(mask, logits, float("-inf")), dim=1)
 
 
+# exp(-limit) stays a normal number: fp32's smallest is about exp(-87), fp64's exp(-708)
+_EXP_RANGE = {torch.float32: 80.0, torch.float64: 700.0}
+
+
+def _shift(x: Tensor, p: Tensor, kappa: float) -> Tensor | None:
+    """Per-row upper bounds ``(r,)`` of the logits (Cauchy-Schwarz: ``kappa |x_i| max_k |p_k|``) when
+    ``exp(logit - bound)`` cannot underflow for any logit, else ``None`` (then log-sum-exp is used)."""
+    if p.shape[0] == 0:
+        return None
+    bound = kappa * x.norm(dim=1) * p.norm(dim=1).max()
+    return bound if float(2 * bound.max()) < _EXP_RANGE.get(x.dtype, 0.0) else None
+
+
 class _SegSortFunction(torch.autograd.Function):
     """Per-pixel SegSort+ loss ``(n,)`` from ``x (n, D)``, ``p (m, D)`` (the relation's candidate
-    prototypes, in ``rel.segments`` order) and ``p_own (n, D)`` (each pixel's own prototype)."""
+    prototypes, in ``rel.segments`` order) and ``p_own (n, D)`` (each pixel's own prototype).
+
+    Fast path (unit vectors, kappa up to 40 in fp32): every logit lies within ``[-b_i, b_i]``, so
+    ``E = exp(l - b_i)`` is in ``[exp(-2 b_i), 1]``, neither overflowing nor underflowing. One ``exp``
+    per block then gives both log-sums as masked sums (``log sum E + b_i``) and, in backward, both
+    softmaxes as ``E`` times a per-row factor, instead of a max / subtract / exp / log pass per mask.
+    Otherwise the same quantities come from ``logsumexp`` over ``-inf``-masked logits.
+    """
 
     @staticmethod
     def forward(ctx, x, p, p_own, rel, kappa, chunk):
         n = x.shape[0]
         own_logit = kappa * (x * p_own).sum(1)
         num, den = torch.empty_like(own_logit), torch.empty_like(own_logit)
+        shift = _shift(x, p, kappa)
         for start in range(0, n, chunk):
             rows = slice(start, min(start + chunk, n))
-            logits, pos, counted = _block(x[rows], p, rel, rows, kappa)
-            num[rows] = torch.where(pos.any(1), _masked_lse(logits, pos), own_logit[rows])
-            neg = counted.logical_xor_(pos)                               # counted & ~pos
-            den[rows] = torch.logaddexp(num[rows], _masked_lse(logits, neg))
+            b = None if shift is None else shift[rows]
+            logits, pos, counted = _block(x[rows], p, rel, rows, kappa, b)
+            has_pos = pos.any(1)
+            if shift is not None:
+                # positives and negatives together are the counted set: with a positive,
+                # den = log sum_counted; without, den = logaddexp(own logit, log sum_counted)
+                E = logits.exp_().mul_(counted)
+                lse_pos = torch.where(pos, E, 0).sum(1).log_() + b
+                lse_all = E.sum(1).log_() + b
+                num[rows] = torch.where(has_pos, lse_pos, own_logit[rows])
+                den[rows] = torch.where(has_pos, lse_all, torch.logaddexp(own_logit[rows], lse_all))
+            else:
+                num[rows] = torch.where(has_pos, _masked_lse(logits, pos), own_logit[rows])
+                neg = counted.logical_xor_(pos)                           # counted & ~pos
+                den[rows] = torch.logaddexp(num[rows], _masked_lse(logits, neg))
         ctx.save_for_backward(x, p, p_own, own_logit, num, den)
         ctx.rel, ctx.kappa, ctx.chunk = rel, kappa, chunk
         return den - num
@@ -86,16 +122,24 @@ class _SegSortFunction(torch.autograd.Function):
         n = x.shape[0]
         grad_x, grad_p, grad_own = torch.empty_like(x), torch.zeros_like(p), torch.empty_like(p_own)
         inf = float("-inf")
+        shift = _shift(x, p, kappa)
         for start in range(0, n, chunk):
             rows = slice(start, min(start + chunk, n))
             xc, go = x[rows], grad_loss[rows].to(x.dtype)
-            logits, pos, counted = _block(xc, p, rel, rows, kappa)
+            b = None if shift is None else shift[rows]
+            logits, pos, counted = _block(xc, p, rel, rows, kappa, b)
             has_pos = pos.any(1)
-            # d loss / d logit: softmax over den's set minus softmax over num's set; masked logits
-            # are -inf before exp, so exp never sees a large positive exponent
-            g = (torch.where(counted, logits, inf) - den[rows, None]).exp_()
-            g -= (torch.where(pos, logits, inf) - num[rows, None]).exp_()
-            g *= go[:, None]
+            # d loss / d logit: softmax over den's set minus softmax over num's set
+            if shift is not None:
+                a_den = (b - den[rows]).exp() * go          # exp(l - den) = E exp(b - den)
+                a_num = (b - num[rows]).exp() * go
+                g = logits.exp_().mul_(counted)
+                g *= torch.where(pos, (a_den - a_num)[:, None], a_den[:, None])
+            else:
+                # masked logits are -inf before exp, so exp never sees a large positive exponent
+                g = (torch.where(counted, logits, inf) - den[rows, None]).exp_()
+                g -= (torch.where(pos, logits, inf) - num[rows, None]).exp_()
+                g *= go[:, None]
             # the own segment carries gradient only as the fallback numerator
             g_own = torch.where(has_pos, torch.zeros_like(go), (own_logit[rows] - den[rows]).exp() - 1) * go
             grad_x[rows] = kappa * (g @ p + g_own[:, None] * p_own[rows])
@@ -104,12 +148,20 @@ class _SegSortFunction(torch.autograd.Function):
         return grad_x, grad_p, grad_own, None, None, None
 
 
-def segsort_loss(emb: Tensor, protos: Tensor, rel: Relation, kappa: float, chunk: int = 8192) -> Tensor:
+def auto_chunk(m: int, budget_bytes: int = 2 << 30) -> int:
+    """Pixel rows per chunk so that a chunk's working blocks (fp32 logits, a gradient block and
+    three bool masks, about 12 bytes per entry) stay within ``budget_bytes``: fewer, larger chunks
+    on a GPU, where each chunk costs some 30 kernel launches."""
+    return max(1024, budget_bytes // (12 * max(m, 1)))
+
+
+def segsort_loss(emb: Tensor, protos: Tensor, rel: Relation, kappa: float, chunk: int = 0) -> Tensor:
     """SegSort+ for one relation, averaged over its pixels: a scalar.
 
     ``emb (N_all, D)``: every pixel of the batch, flattened as ``B * H * W`` (``rel.pixels`` index
     it); ``protos (S_total, D)``: every segment of the table, batch then memory (``rel.own`` and
-    ``rel.segments`` index it). Both unit norm. Computed in chunks of ``chunk`` pixels, in fp32
+    ``rel.segments`` index it). Both unit norm. Computed in chunks of ``chunk`` pixels (0: about
+    2 GiB of working blocks, ``auto_chunk``), in fp32
     (fp64 inputs stay fp64) and outside autocast; memory ``O(chunk x m)``. An empty relation gives a
     zero that keeps the graph.
     """
@@ -120,7 +172,8 @@ def segsort_loss(emb: Tensor, protos: Tensor, rel: Relation, kappa: float, chunk
         x = emb[rel.pixels].to(dtype)
         p = protos[rel.segments].to(dtype)
         p_own = protos[rel.own].to(dtype)
-        return _SegSortFunction.apply(x, p, p_own, rel, float(kappa), int(chunk)).mean()
+        chunk = int(chunk) or auto_chunk(p.shape[0])
+        return _SegSortFunction.apply(x, p, p_own, rel, float(kappa), chunk).mean()
 
 
 def location_features(emb: Tensor) -> Tensor:
@@ -133,7 +186,7 @@ def location_features(emb: Tensor) -> Tensor:
 
 def spml_loss(emb: Tensor, sets: SegmentSets, lambdas: Mapping[str, float], kappas: Mapping[str, float], *,
               memory_prototypes: Tensor | None = None, remote_prototypes: Tensor | None = None,
-              chunk: int = 8192) -> tuple[Tensor, dict[str, Tensor]]:
+              chunk: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
     """``sum_r lambda_r * L_r`` over the relations named in ``lambdas`` (C, O, V, A), and the terms.
 
     ``emb (B, D, H, W)``: unit norm; ``sets``: from ``build_segment_sets`` on the same grid (with

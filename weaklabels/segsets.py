@@ -105,14 +105,17 @@ class Relation:
             return self.pixel_set[rows]
         return self.pixel_set_table[self.own[rows]]
 
+    def relation(self, rows: slice | Tensor = slice(None)) -> Tensor:
+        """``(n_rows, m) bool``: same key, or intersecting sets, regardless of visibility."""
+        if self.pixel_key is not None:
+            return self.pixel_key[rows, None] == self.segment_key[None, :]
+        return (self.pixel_sets(rows).float() @ self.segment_set.float().T) > 0
+
     def related(self, rows: slice | Tensor = slice(None)) -> tuple[Tensor, Tensor]:
         """``(related, visible)``, both ``(n_rows, m) bool``, for a chunk of this relation's pixels:
         ``visible`` says which candidates the pixel sees at all (its group), ``related`` which of
         those are positives before removing the pixel's own segment."""
-        if self.pixel_key is not None:
-            rel = self.pixel_key[rows, None] == self.segment_key[None, :]
-        else:
-            rel = (self.pixel_sets(rows).float() @ self.segment_set.float().T) > 0
+        rel = self.relation(rows)
         if self.pixel_group is None:
             visible = torch.ones_like(rel)
         else:

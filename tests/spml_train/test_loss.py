@@ -293,3 +293,37 @@ def test_spml_loss_rejects_missing_memory_prototypes():
     sets, emb, _ = random_problem(0, memory=5)
     with pytest.raises(ValueError, match="5 memory segments"):
         spml_loss(emb, sets, {"O": 1.0}, {"O": 8.0})
+
+
+def test_fast_path_only_where_exp_cannot_underflow():
+    from spml_train.loss import _shift
+
+    x, p = unit(10, 8), unit(5, 8)
+    assert _shift(x, p, 16.0) is not None                  # SPML's kappas: the one-exp path
+    assert _shift(x, p, 100.0) is None                     # exp(-200) underflows fp32: log-sum-exp
+    assert _shift(x.double(), p.double(), 100.0) is not None
+    assert _shift(x.half(), p.half(), 6.0) is None         # only fp32 / fp64 are computed this way
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", ["C", "O", "V"])
+def test_cuda_matches_the_dense_reference(name):
+    g = torch.Generator().manual_seed(7)
+    B, H, W, D = 2, 16, 16, 8
+    label = torch.randint(0, C, (B, H, W), generator=g)
+    label[torch.rand(B, H, W, generator=g) < 0.4] = UNL
+    cluster = torch.randint(0, 6, (B, H, W), generator=g)
+    region = torch.randint(0, 4, (B, H, W), generator=g)
+    tags = torch.rand(B, C, generator=g) < 0.5
+    dev = torch.device("cuda")
+    sets = build_segment_sets(cluster.to(dev), label.to(dev), region.to(dev), tags.to(dev), num_classes=C,
+                              unlabelled=UNL, ignore=IGNORE)
+    rel = sets.relations[name]
+    emb = unit(B * H * W, D, gen=g).to(dev)
+    protos = unit(len(sets), D, gen=g).to(dev)
+    ours = value_and_grads(lambda e, p: segsort_loss(e, p, rel, 12.0, 100), emb, protos)
+    ref = value_and_grads(lambda e, p: naive_segsort_loss(e, p, rel, 12.0), emb.double(), protos.double())
+    for a, b in zip(ours, ref):
+        assert a.device.type == "cuda"
+        torch.testing.assert_close(a.double(), b, atol=1e-5, rtol=0)
