@@ -24,22 +24,16 @@ arrays ``(C_fg, H, W)`` (``cam_dir``).
 
 from __future__ import annotations
 
-import io
-import json
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from spml_train.model import build_backbone, load_backbone
 from weaklabels.raster import box_pixels
-from weaklabels.writers.png import encode_label_png
 
 log = logging.getLogger(__name__)
 
@@ -125,37 +119,29 @@ def labels_from_cams(cams: np.ndarray, foreground: list[int], tags: list[int], w
 
 
 def cam_labels(model: CAMNet, src: Path, split: str, dst: Path, vocabulary, device: torch.device,
-               *, kind: str, alpha: float = 6.0, threshold: float = 0.2, cam_dir: Path | None = None) -> Path:
-    """Write ``src``'s ``split`` again into ``dst`` with CAM-derived ``weak_label`` maps."""
-    from PIL import Image
-
+               *, kind: str, alpha: float = 6.0, threshold: float = 0.2, cam_dir: Path | None = None) -> dict:
+    """Write ``src``'s ``split`` again into ``dst`` with CAM-derived ``weak_label`` maps; returns the
+    summary of ``relabel_split`` (with the labels' mIoU where the split carries ``gt``)."""
     from spml_train.data import normalize
+    from spml_train.pseudo.labels import relabel_split
 
     fg = list(vocabulary.foreground)
-    tmp = dst.with_name(dst.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "data").mkdir(parents=True)
-    for name in ("vocabulary.json", "README.md"):
-        if (src / name).is_file():
-            shutil.copy(src / name, tmp / name)
-    for f in sorted((src / "data").glob(f"{split}-*.parquet")):
-        table = pq.read_table(f)
-        rows = table.to_pylist()
-        for row in rows:
-            weak = np.array(Image.open(io.BytesIO(row["weak_label"]["bytes"])))
-            if cam_dir is not None:
-                cams = np.load(cam_dir / f"{row['image_id']}.npy")
-            else:
-                rgb = np.array(Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB"))
-                cams = image_cams(model, normalize(rgb).to(device)).cpu().numpy()
-            boxes = [b for b in row["boxes"] if not b["crowd"]] if kind == "boxes" else []
-            lab = labels_from_cams(cams, fg, row["tags"], weak, boxes, unlabelled=vocabulary.unlabelled,
-                                   background=vocabulary.background, alpha=alpha, threshold=threshold)
-            row["weak_label"] = {"bytes": encode_label_png(lab, vocabulary.palette()), "path": None}
-        pq.write_table(type(table).from_pylist(rows, schema=table.schema), tmp / "data" / f.name)
-    (tmp / "cam.json").write_text(json.dumps({"source": str(src), "split": split, "kind": kind,
-                                              "alpha": alpha, "threshold": threshold}) + "\n")
-    if dst.exists():
-        shutil.rmtree(dst)
-    os.replace(tmp, dst)
-    return dst
+
+    def label(row: dict, rgb: np.ndarray, weak: np.ndarray) -> np.ndarray:
+        if cam_dir is not None:
+            path = cam_dir / f"{row['image_id']}.npy"
+            if not path.is_file():
+                raise FileNotFoundError(f"{cam_dir}: no CAM array for image {row['image_id']!r} ({path.name})")
+            cams = np.load(path)
+            if cams.shape != (len(fg), *weak.shape):
+                raise ValueError(f"{path}: CAMs of shape {cams.shape}, expected {(len(fg), *weak.shape)} "
+                                 f"(foreground classes, height, width)")
+        else:
+            cams = image_cams(model, normalize(rgb).to(device)).cpu().numpy()
+        boxes = [b for b in row["boxes"] if not b["crowd"]] if kind == "boxes" else []
+        return labels_from_cams(cams, fg, row["tags"], weak, boxes, unlabelled=vocabulary.unlabelled,
+                                background=vocabulary.background, alpha=alpha, threshold=threshold)
+
+    return relabel_split(src, split, dst, vocabulary, label,
+                         {"stage": "cam", "source": str(src), "split": split, "kind": kind, "alpha": alpha,
+                          "threshold": threshold, "external": str(cam_dir) if cam_dir else None})
