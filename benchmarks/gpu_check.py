@@ -11,7 +11,11 @@ b. the SPML step with C + O + V (k-means, segment sets, chunked SegSort+) on the
 c. the SegSort+ loss alone at N = 262,144 pixels and P = 10,000 prototypes,
    chunked (ours) against the naive dense form (the full N x P exponential
    matrix, as the reference computes it), forward + backward;
-d. segment-set construction at 16 x 128 x 128 (``benchmarks/segsets.py``'s batch).
+d. segment-set construction at 16 x 128 x 128 (``benchmarks/segsets.py``'s batch);
+e. dense pseudo labels (``spml_train/pseudo``) at the same shape: the network on
+   each image and its flip, the random walk at 1/8 resolution (64 x 64 pixels,
+   T^64), the dense CRF at 512^2 (10 iterations): images/s for the whole
+   per-image path and each part alone, and the random walk batched over 16 images.
 
 Imports only torch and the project's own modules (the GPU machine has no Hydra,
 datasets or pycocotools). ``--smoke`` runs tiny sizes on the CPU to check the
@@ -73,6 +77,46 @@ def synthetic_batch(B: int, size: int, C: int, dev: torch.device):
     tags = torch.zeros(B, C, dtype=torch.bool)
     tags[torch.arange(B), label.reshape(B, -1).clamp(max=C - 1).amax(1)] = True
     return images.to(dev), label.to(dev), region.to(dev), tags.to(dev)
+
+
+def pseudo_labels(model, images, label, C: int, dev: torch.device, repeats: int) -> dict:
+    """Pseudo-label throughput (section e); ``images`` (B, 3, H, W), ``label`` (B, H, W)."""
+    from spml_train.pseudo.crf import dense_crf
+    from spml_train.pseudo.labels import PseudoParams, pseudo_label
+    from spml_train.pseudo.random_walk import random_walk, to_grid
+
+    model.eval()
+    B, _, H, W = images.shape
+    g = torch.Generator().manual_seed(2)
+    palette = torch.randint(0, 256, (256, 3), generator=g, dtype=torch.uint8)
+    # a piecewise-constant picture with a little noise: the lattice size of a real photo, not of noise
+    noise = torch.randint(-4, 5, (B, H, W, 3), generator=g)
+    rgb = (palette[label.cpu().clamp(max=255)].int() + noise).clamp(0, 255).to(torch.uint8).to(dev)
+    params = PseudoParams()
+    present = [0, 1, 2, 3]
+    imgs = images.contiguous()
+    n = min(B, 4)
+
+    def whole():
+        for b in range(n):
+            pseudo_label(model, imgs[b], rgb[b].cpu().numpy(), present, params, num_classes=C, background=0)
+
+    t_whole, m_whole = timed(whole, dev, max(1, repeats // 2))
+    with torch.no_grad():
+        out = model(imgs[:n])
+        grid = (H // 8, W // 8)
+        emb = to_grid(out["embedding"].float(), grid)
+        scores = F.interpolate(out["logits"].float().softmax(1), size=grid, mode="bilinear")
+        emb_all = emb.repeat(B // n + 1, 1, 1, 1)[:B]
+        scores_all = scores.repeat(B // n + 1, 1, 1, 1)[:B]
+    t_rw1, _ = timed(lambda: random_walk(scores[:1], emb[:1], emb[:1]), dev, repeats)
+    t_rwB, m_rwB = timed(lambda: random_walk(scores_all, emb_all, emb_all), dev, repeats)
+    probs = F.interpolate(scores[:1], size=(H, W), mode="bilinear")[0]
+    probs = probs / probs.sum(0, keepdim=True)
+    t_crf, m_crf = timed(lambda: dense_crf(rgb[0], probs), dev, repeats)
+    return {"pseudo_images_per_s": n / t_whole, "pseudo_peak_gib": m_whole,
+            "random_walk_ms_per_image": 1e3 * t_rw1, "random_walk_batched_images_per_s": B / t_rwB,
+            "random_walk_batched_peak_gib": m_rwB, "crf_ms_per_image": 1e3 * t_crf, "crf_peak_gib": m_crf}
 
 
 def main() -> None:
@@ -138,6 +182,12 @@ def main() -> None:
         total.backward()
         opt.step()
 
+    try:
+        r.update(pseudo_labels(model, images, label, C, dev, args.repeats))
+    except Exception as err:  # keep the other figures when this part fails
+        r["pseudo_error"] = f"{type(err).__name__}: {err}"[:300]
+    model.train()
+
     t_ce, m_ce = timed(ce_step, dev, args.repeats)
     t_spml, m_spml = timed(spml_step, dev, args.repeats)
     r.update({"ce_step_ms": 1e3 * t_ce, "ce_peak_gib": m_ce, "spml_step_ms": 1e3 * t_spml,
@@ -158,7 +208,7 @@ def main() -> None:
                    pixel_set=pix_set, segment_set=seg_set)
 
     def ours():
-        loss = segsort_loss(x, p, rel, 12.0, chunk=16384)
+        loss = segsort_loss(x, p, rel, 12.0)  # the default chunking (about 2 GiB of working blocks)
         loss.backward()
 
     def naive():

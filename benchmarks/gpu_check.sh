@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # One prepared GPU check (at most ~8 minutes on one H100/H200): the SPML step vs a plain
 # cross-entropy step at 16 x 512^2 (ResNet-101, random weights), the chunked SegSort+ loss vs the
-# naive dense form at N = 262,144 and P = 10,000, and segment sets at 16 x 128^2.
-# Needs only torch on the device machine. Usage (from the repository root):
-#   bash benchmarks/gpu_check.sh            # writes $OUT/gpu_check.json when $OUT is set
+# naive dense form at N = 262,144 and P = 10,000, segment sets at 16 x 128^2, pseudo-label
+# throughput (random walk + dense CRF) at 512^2, and the CUDA tests (loss, random walk, CRF against
+# their references). Needs only torch, numpy, pillow, pyarrow and pytest on the device machine.
+# Usage (from the repository root):
+#   bash benchmarks/gpu_check.sh            # writes $OUT/gpu_check.json, segsets.json, gpu_tests.txt when $OUT is set
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY="${PYTHON:-python3}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-python benchmarks/segsets.py --repeats 20 | tee /tmp/segsets.txt
-python benchmarks/gpu_check.py "$@" | tee /tmp/gpu_check.txt
+"$PY" benchmarks/segsets.py --repeats 20 | tee /tmp/segsets.txt
+"$PY" benchmarks/gpu_check.py "$@" | tee /tmp/gpu_check.txt
 if [ -n "${OUT:-}" ]; then
   tail -n 1 /tmp/gpu_check.txt > "$OUT/gpu_check.json"
   tail -n 1 /tmp/segsets.txt > "$OUT/segsets.json"
 fi
+# the CUDA tests (only these files: the others need Hydra / datasets, absent on the device machine)
+"$PY" -m pytest -q -p no:cacheprovider -m gpu tests/spml_train/test_loss.py \
+  tests/spml_train/pseudo/test_random_walk.py tests/spml_train/pseudo/test_crf.py 2>&1 | tee /tmp/gpu_tests.txt
+if [ -n "${OUT:-}" ]; then cp /tmp/gpu_tests.txt "$OUT/gpu_tests.txt"; fi

@@ -29,7 +29,7 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path=None, config_name="spml")
     def _main(cfg: DictConfig) -> None:
-        from spml_train.engine import run
+        from spml_train.pipeline import run
 
         run_dir = Path(cfg.run.dir) if cfg.run.dir else Path(HydraConfig.get().runtime.output_dir)
         metrics = run(cfg, run_dir)

@@ -91,7 +91,7 @@ class LossConfig:
     lambda_a: float = 0.0       # off by default, as in the reference
     kappa_a: float = 12.0
     affinity_threshold: float = 0.95
-    chunk: int = 8192           # pixels per chunk of the SegSort+ computation
+    chunk: int = 0              # pixels per chunk of the SegSort+ computation (0: ~2 GiB of working blocks)
 
 
 @dataclass
@@ -121,6 +121,34 @@ class RunConfig:
 
 
 @dataclass
+class PseudoConfig:
+    """Dense pseudo labels after stage 1 (``pseudo/labels.py``; SPML.md section 6)."""
+
+    random_walk: bool = True
+    stride: int = 8             # the random walk's grid, in image pixels
+    beta: float = 5.0           # affinity exp(beta (cos - 1))
+    power: float = 20.0         # affinity ** power before column normalisation
+    log2_steps: int = 6         # T ** (2 ** log2_steps)
+    crf: bool = True
+    crf_iterations: int = 10
+    crf_gaussian: list[float] = field(default_factory=lambda: [3.0, 1.0])           # weight, xy std
+    crf_bilateral: list[float] = field(default_factory=lambda: [4.0, 67.0, 3.0])    # weight, xy std, rgb std
+    box_constraint: bool = True  # boxes: a class scores zero outside its boxes
+    max_images: int = 0         # 0: the whole training split (a smaller number: quick experiments)
+
+
+@dataclass
+class Stage2Config:
+    """Stage 2: a fresh softmax head on the frozen stage-1 embedding, trained on the pseudo labels."""
+
+    enabled: bool = True
+    rounds: int = 1             # tags: 2 (the first classifier's pseudo labels train a second one)
+    iterations: int = 4000
+    lr: float = 0.03            # the head's learning rate (SPML: 10x the base 3e-3)
+    batch_size: int = 0         # 0: data.batch_size
+
+
+@dataclass
 class EvalConfig:
     scales: list[float] = field(default_factory=lambda: [1.0])
     flip: bool = False
@@ -130,6 +158,7 @@ class EvalConfig:
     retrieval_k: int = 20
     retrieval_grid: int = 12
     retrieval_train_images: int = 0  # training images whose labelled segments form the memory (0: all)
+    crf: bool = False           # refine predictions with the dense CRF (SPML: tags and boxes)
 
 
 @dataclass
@@ -141,6 +170,8 @@ class SPMLConfig:
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
     run: RunConfig = field(default_factory=RunConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 

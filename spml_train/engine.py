@@ -10,10 +10,10 @@ C and O.
 Only this module knows about devices, autocast, checkpoints and logging; the
 loss takes tensors and relations, never the configuration.
 
-A run directory holds ``config.yaml``, ``log.jsonl``, ``checkpoints/last.pt``
-(written atomically every ``run.checkpoint_every`` steps, with model, optimiser,
-memory bank, RNG states and the data position, so a resumed run continues
-exactly), ``metrics.json`` and ``predictions/``.
+Stage 1's folder (``pipeline.py`` places it) holds ``log.jsonl`` and
+``checkpoints/last.pt`` (written atomically every ``run.checkpoint_every``
+steps, with model, optimiser, memory bank, RNG states and the data position, so
+a resumed run continues exactly).
 """
 
 from __future__ import annotations
@@ -30,10 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from spml_train import data as data_mod
-from spml_train.evaluate import evaluate, iou_table
 from spml_train.loss import location_features, spml_loss
 from spml_train.model import build_model, freeze_stem, param_groups
 from spml_train import distributed
@@ -209,30 +207,6 @@ def batches(dataset, cfg, epoch: int, position: int):
 # --------------------------------------------------------------------------- run
 
 
-def cam_stage(cfg, train_ds, train_dir: Path, run_dir: Path, device: torch.device, main_rank: bool,
-              dist_on: bool) -> Path:
-    """Train the tag classifier, then rewrite the training split with CAM labels (once: a finished
-    ``run_dir/cam`` is reused). Returns the dataset folder stage 1 trains on."""
-    from spml_train.pseudo.cam import CAMNet, cam_labels, train_classifier
-
-    out = run_dir / "cam"
-    if main_rank and not (out / "cam.json").is_file():
-        c = cfg.data.cam
-        vocab = train_ds.vocabulary
-        fg = list(vocab.foreground)
-        torch.manual_seed(cfg.run.seed)
-        model = CAMNet(cfg.model.backbone, len(fg), weights=cfg.model.weights).to(device)
-        cam_dir = Path(c.dir) if c.dir else None
-        if cam_dir is None:
-            losses = train_classifier(model, batches(train_ds, cfg, 0, 0), fg, c.iterations, c.lr, device)
-            log.info("CAM classifier: BCE %.3f -> %.3f", losses[0], losses[-1])
-        cam_labels(model, train_dir, cfg.data.train_split, out, vocab, device, kind=cfg.data.kind,
-                   alpha=c.alpha, threshold=c.threshold, cam_dir=cam_dir)
-    if dist_on:
-        torch.distributed.barrier()
-    return out
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -241,50 +215,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run(cfg, run_dir: Path) -> dict:
-    """Train and evaluate one recipe; returns the metrics (``None`` on data-parallel ranks but 0).
+def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_rank: bool = True,
+               dist_on: bool = False):
+    """Stage 1: train SPML on ``train_ds`` (resuming from ``stage_dir/checkpoints/last.pt``); returns
+    the trained network (unwrapped from DDP) and the number of skipped steps.
 
-    Launched by ``torchrun --nproc-per-node N -m spml_train ...``, it trains data-parallel: each
-    rank takes its share of the global batch, batch norm is synchronised, and segments are
-    exchanged as sums and counts (``distributed.py``); rank 0 writes checkpoints, logs and metrics.
+    Under ``torchrun`` each rank takes its share of the global batch, batch norm is synchronised
+    (CUDA), and segments are exchanged as sums and counts (``distributed.py``); rank 0 writes
+    checkpoints and logs.
     """
-    device = resolve_device(cfg.run.device)
-    dist_on = distributed.init(device.type)
-    rank, size, local_rank = distributed.world()
-    main_rank = rank == 0
-    if dist_on and device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if main_rank:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    torch.manual_seed(cfg.run.seed)
-    np.random.seed(cfg.run.seed)
-    random.seed(cfg.run.seed)
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-
-    train_dir, val_dir = Path(cfg.data.train), Path(cfg.data.val)
-    if cfg.data.shapes.num_train:
-        if main_rank:
-            train_dir, val_dir = data_mod.prepare_toy(cfg, run_dir / "data")
-        if dist_on:
-            torch.distributed.barrier()
-        train_dir, val_dir = data_mod.prepare_toy(cfg, run_dir / "data")  # ready: returns the paths
-    d = cfg.data
-    train_ds = data_mod.ConvertedDataset(train_dir, d.train_split, kind=d.kind, train=True, crop=d.crop,
-                                         scale=(d.scale_min, d.scale_max), flip=d.flip,
-                                         flip_pairs=[list(p) for p in d.flip_pairs], dilate=d.dilate,
-                                         full_supervision=d.full_supervision, seed=cfg.run.seed)
+    _, size, local_rank = distributed.world()
     vocab = train_ds.vocabulary
-    if d.cam.enabled and d.kind in ("tags", "boxes") and not d.full_supervision:
-        train_dir = cam_stage(cfg, train_ds, train_dir, run_dir, device, main_rank, dist_on)
-        train_ds = data_mod.ConvertedDataset(train_dir, d.train_split, kind=d.kind, train=True, crop=d.crop,
-                                             scale=(d.scale_min, d.scale_max), flip=d.flip,
-                                             flip_pairs=[list(p) for p in d.flip_pairs], dilate=d.dilate,
-                                             seed=cfg.run.seed)
-    val_ds = data_mod.ConvertedDataset(val_dir, d.val_split, kind=d.kind, train=False)
-
     model = build_model(cfg.model.backbone, cfg.model.embedding, cfg.model.dim, len(vocab),
                         weights=cfg.model.weights, psp_channels=cfg.model.psp_channels)
     freeze_stem(model)
@@ -297,7 +238,7 @@ def run(cfg, run_dir: Path) -> dict:
     optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
     bank = MemoryBank(cfg.segments.memory_iterations)
 
-    ckpt = run_dir / "checkpoints" / "last.pt"
+    ckpt = stage_dir / "checkpoints" / "last.pt"
     start, epoch, position = 0, 0, 0
     if cfg.run.resume and ckpt.is_file():
         start, epoch, position = load_checkpoint(ckpt, model, optimizer, bank)
@@ -307,20 +248,20 @@ def run(cfg, run_dir: Path) -> dict:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None)
 
-    logf = open(run_dir / "log.jsonl", "a") if main_rank else None
+    logf = open(stage_dir / "log.jsonl", "a") if main_rank else None
     board = None
     if main_rank:
         try:  # TensorBoard when installed; the JSONL log is always written
             from torch.utils.tensorboard import SummaryWriter
 
-            board = SummaryWriter(str(run_dir / "tensorboard"))
+            board = SummaryWriter(str(stage_dir / "tensorboard"))
         except ImportError:
             log.info("tensorboard is not installed: logging to log.jsonl only")
     bar = None
     if main_rank and cfg.run.progress and sys.stderr.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.optim.iterations, initial=start, desc=cfg.name, dynamic_ncols=True)
+        bar = tqdm(total=cfg.optim.iterations, initial=start, desc=f"{cfg.name} stage 1", dynamic_ncols=True)
     stream = batches(train_ds, cfg, epoch, position)
     model.train()
     t_last, n_img, skipped = time.perf_counter(), 0, 0
@@ -369,34 +310,17 @@ def run(cfg, run_dir: Path) -> dict:
         logf.close()
     if board is not None:
         board.close()
-    model = plain
-    if not main_rank:
-        torch.distributed.barrier()  # rank 0 evaluates
-        torch.distributed.destroy_process_group()
-        return None
+    return plain, skipped
 
-    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=1, shuffle=False, num_workers=0,
-                                             collate_fn=data_mod.collate)
-    metrics = evaluate(model, val_loader, vocab, run_dir, device=device, scales=list(cfg.eval.scales),
-                       flip=cfg.eval.flip, save_predictions=cfg.eval.save_predictions,
-                       max_images=cfg.eval.max_images, split=d.val_split, flip_perm=train_ds.flip_perm)
-    if cfg.eval.retrieval:
-        from spml_train.evaluate import evaluate_retrieval
 
-        mem_ds = data_mod.ConvertedDataset(train_dir, d.train_split, kind=d.kind, train=False, labels="weak")
-        mem_loader = torch.utils.data.DataLoader(mem_ds, batch_size=1, shuffle=False, num_workers=0,
-                                                 collate_fn=data_mod.collate)
-        metrics["retrieval"] = evaluate_retrieval(
-            model, mem_loader, val_loader, vocab, device=device, k=cfg.eval.retrieval_k,
-            grid=cfg.eval.retrieval_grid, max_train=cfg.eval.retrieval_train_images, max_images=cfg.eval.max_images)
-    metrics["iterations"] = it
-    metrics["skipped_steps"] = skipped
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    log.info("\n%s", iou_table(metrics))
-    if dist_on:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    return metrics
+def load_trained(cfg, num_classes: int, stage_dir: Path, device: torch.device):
+    """The stage-1 network saved in ``stage_dir/checkpoints/last.pt``."""
+    model = build_model(cfg.model.backbone, cfg.model.embedding, cfg.model.dim, num_classes,
+                        weights="none", psp_channels=cfg.model.psp_channels)
+    freeze_stem(model)
+    state = torch.load(stage_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    return model.to(device)
 
 
 def chance_miou(num_classes: int) -> float:

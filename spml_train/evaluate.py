@@ -80,20 +80,27 @@ def predict(model, image: torch.Tensor, scales: list[float], flip: bool,
 
 def evaluate(model, loader, vocabulary: Vocabulary, out_dir: Path, *, device: torch.device,
              scales: list[float] = (1.0,), flip: bool = False, save_predictions: bool = True,
-             max_images: int = 0, split: str = "val", flip_perm: np.ndarray | None = None) -> dict:
-    """Evaluate on a split; writes ``metrics.json`` (and predictions / overlays) into ``out_dir``."""
+             max_images: int = 0, split: str = "val", flip_perm: np.ndarray | None = None,
+             crf: bool = False, predictions_dir: Path | None = None) -> dict:
+    """Evaluate on a split; writes ``metrics.json`` and ``confusion.npy`` into ``out_dir`` and, with
+    ``save_predictions``, label PNGs and overlays into ``predictions_dir`` (default
+    ``out_dir/predictions``). ``crf``: refine the probabilities with the dense CRF (``pseudo/crf.py``)."""
     C = len(vocabulary)
     conf = np.zeros((C, C), np.int64)
     perm = None if flip_perm is None else torch.as_tensor(np.asarray(flip_perm)[:C], device=device).long()
     was_training = model.training
     model.eval()
-    pred_dir = out_dir / "predictions"
+    pred_dir = predictions_dir or out_dir / "predictions"
     if save_predictions:
         pred_dir.mkdir(parents=True, exist_ok=True)
     n = 0
     palette = np.asarray(vocabulary.palette(), np.uint8).reshape(256, 3)
     for image, gt, rgb, iid in _items(loader, max_images):
         probs = predict(model, image.to(device), list(scales), flip, perm)
+        if crf:
+            from spml_train.pseudo.crf import dense_crf
+
+            probs = dense_crf(rgb.to(device), probs / probs.sum(0, keepdim=True))
         pred = probs.argmax(0).cpu().numpy().astype(np.uint8)
         conf += confusion(pred, gt.numpy(), C, vocabulary.ignore)
         if save_predictions:
@@ -109,6 +116,7 @@ def evaluate(model, loader, vocabulary: Vocabulary, out_dir: Path, *, device: to
         "pixel_accuracy": float(np.diag(conf).sum() / max(conf.sum(), 1) * 100),
         "scales": list(scales),
         "flip": flip,
+        "crf": crf,
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     np.save(out_dir / "confusion.npy", conf)

@@ -11,6 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from spml_train.pipeline import stage_dirs
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -55,15 +57,16 @@ def _train_worker(rank: int, size: int, port: int, run_dir: str) -> None:
     _setup(rank, size, port)
     from hydra import compose, initialize
 
-    from spml_train import engine
+    from spml_train import pipeline
     from spml_train.config import register
 
     register()
     with initialize(version_base="1.3", config_path=None):
         cfg = compose(config_name="spml", overrides=[
             "recipe=toy_scribbles", f"run.dir={run_dir}", "data.shapes.num_train=16", "data.shapes.num_val=4",
-            "data.workers=0", "data.batch_size=4", "optim.iterations=3", "run.progress=false"])
-    metrics = engine.run(cfg, Path(run_dir))
+            "data.workers=0", "data.batch_size=4", "optim.iterations=3", "run.progress=false",
+            "stage2.enabled=false"])
+    metrics = pipeline.run(cfg, Path(run_dir))
     assert (metrics is not None) == (rank == 0)  # rank 0 evaluates and reports
 
 
@@ -71,6 +74,6 @@ def _train_worker(rank: int, size: int, port: int, run_dir: str) -> None:
 def test_two_ranks_train_and_rank0_evaluates(tmp_path):
     run_dir = tmp_path / "ddp"
     mp.spawn(_train_worker, args=(2, _free_port(), str(run_dir)), nprocs=2, join=True)
-    assert (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
-    logged = (run_dir / "log.jsonl").read_text().splitlines()
+    assert (run_dir / "metrics.json").is_file() and (stage_dirs(run_dir)["stage1"] / "checkpoints" / "last.pt").is_file()
+    logged = (stage_dirs(run_dir)["stage1"] / "log.jsonl").read_text().splitlines()
     assert logged  # rank 0 logs

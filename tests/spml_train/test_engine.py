@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra import compose, initialize
 
-from spml_train import engine
+from spml_train import engine, pipeline
 from spml_train.config import register
 from spml_train.engine import chance_miou, poly_lr
 
@@ -23,7 +23,8 @@ def _cfg(*overrides: str):
 
 def _small(recipe: str, run_dir: Path, *more: str):
     return _cfg(f"recipe={recipe}", f"run.dir={run_dir}", "data.shapes.num_train=24", "data.shapes.num_val=8",
-                "data.workers=0", "data.batch_size=4", "eval.max_images=4", "run.progress=false", *more)
+                "data.workers=0", "data.batch_size=4", "eval.max_images=4", "run.progress=false",
+                "stage2.enabled=false", *more)
 
 
 def test_poly_schedule_with_warmup():
@@ -35,21 +36,21 @@ def test_poly_schedule_with_warmup():
 
 
 def _weights(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
+    return torch.load(pipeline.stage_dirs(run_dir)["stage1"] / "checkpoints" / "last.pt", weights_only=False)["model"]
 
 
 def test_resume_continues_exactly(tmp_path):
     full = tmp_path / "full"
-    engine.run(_small("toy_scribbles", full, "optim.iterations=6", "run.checkpoint_every=3"), full)
+    pipeline.run(_small("toy_scribbles", full, "optim.iterations=6", "run.checkpoint_every=3"), full)
     part = tmp_path / "part"
-    engine.run(_small("toy_scribbles", part, "optim.iterations=3", "run.checkpoint_every=3"), part)
+    pipeline.run(_small("toy_scribbles", part, "optim.iterations=3", "run.checkpoint_every=3"), part)
     # same run directory, more iterations: continues from iteration 3
-    engine.run(_small("toy_scribbles", part, "optim.iterations=6", "run.checkpoint_every=3"), part)
+    pipeline.run(_small("toy_scribbles", part, "optim.iterations=6", "run.checkpoint_every=3"), part)
     a, b = _weights(full), _weights(part)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    state = torch.load(part / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(pipeline.stage_dirs(part)["stage1"] / "checkpoints" / "last.pt", weights_only=False)
     assert state["iteration"] == 6 and len(state["memory"]) > 0
 
 
@@ -66,8 +67,8 @@ def test_nonfinite_loss_skips_the_step(tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine, "train_step", poisoned)
     run_dir = tmp_path / "nan"
-    metrics = engine.run(_small("toy_tags", run_dir, "optim.iterations=3"), run_dir)
-    lines = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    metrics = pipeline.run(_small("toy_tags", run_dir, "optim.iterations=3"), run_dir)
+    lines = [json.loads(x) for x in (pipeline.stage_dirs(run_dir)["stage1"] / "log.jsonl").read_text().splitlines()]
     assert any(x.get("nonfinite_loss") for x in lines) and metrics["skipped_steps"] == 1
     for v in _weights(run_dir).values():
         assert torch.isfinite(v.float()).all()
@@ -78,9 +79,10 @@ def test_toy_training_learns(tmp_path):
     """The CI training check: a short toy run, the loss falls and mIoU clearly beats chance."""
     run_dir = tmp_path / "toy"
     cfg = _cfg("recipe=toy_scribbles", f"run.dir={run_dir}", "data.shapes.num_train=96", "data.shapes.num_val=24",
-               "optim.iterations=60", "run.log_every=10", "run.progress=false", "data.workers=0")
-    metrics = engine.run(cfg, run_dir)
-    log = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+               "optim.iterations=60", "run.log_every=10", "run.progress=false", "data.workers=0",
+               "stage2.enabled=false")
+    metrics = pipeline.run(cfg, run_dir)
+    log = [json.loads(x) for x in (pipeline.stage_dirs(run_dir)["stage1"] / "log.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"]
     assert metrics["mIoU"] > 3 * chance_miou(6), metrics["mIoU"]  # chance: 9.1 for 6 classes
     saved = json.loads((run_dir / "metrics.json").read_text())

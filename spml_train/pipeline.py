@@ -1,0 +1,376 @@
+"""One recipe, all its stages, in order, each cached under the run directory.
+
+Stages (``SPML.md`` section 6):
+
+=========  ===========================================================  ==================
+stage      does                                                         recipes
+=========  ===========================================================  ==================
+cam        tag classifier, CAM labels for relation C (``pseudo/cam.py``)  tags, boxes
+stage1     SPML training of the embedding and joint head (``engine.py``)  all
+pseudo1    dense pseudo labels: scores, random walk, CRF (``pseudo/``)    weak
+stage2     fresh head on the frozen embedding (``pseudo/stage2.py``)      weak
+pseudo2    pseudo labels from the first stage-2 classifier                tags (2 rounds)
+stage2b    the second stage-2 classifier                                  tags (2 rounds)
+=========  ===========================================================  ==================
+
+A stage's folder is ``run_dir/stages/NAME-KEY``, where KEY hashes the
+configuration the stage reads and the keys of the stages it reads from; it is
+complete when its ``done.json`` exists. A rerun recomputes the keys and skips
+every complete stage, so it resumes at the first stage not done (stage 1 also
+resumes from its last checkpoint), and changing, say, ``pseudo.crf`` reruns
+only the pseudo labels and what follows. Each stage is evaluated on the
+validation split (``metrics.json`` in its folder); ``run_dir/metrics.json`` is
+the last stage's evaluation plus ``stages``: every stage's summary (mIoU, and
+for pseudo labels their mIoU against the training ground truth when present).
+``run_dir/stages.json`` lists the stages with their folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from spml_train import data as data_mod
+from spml_train import distributed
+from spml_train.engine import batches, load_trained, resolve_device, train_spml
+from spml_train.evaluate import evaluate, iou_table
+
+log = logging.getLogger(__name__)
+
+KEY_VERSION = 1  # bump when a stage's output changes for the same configuration
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    key: str
+    dir: Path
+
+    @property
+    def done(self) -> bool:
+        return (self.dir / "done.json").is_file()
+
+    def summary(self) -> dict:
+        return json.loads((self.dir / "done.json").read_text())
+
+
+def stage_key(name: str, config: dict, inputs: list[str]) -> str:
+    """A short hash of what a stage reads: its configuration and its input stages' keys."""
+    blob = json.dumps({"stage": name, "version": KEY_VERSION, "config": config, "inputs": inputs}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+class Stages:
+    """The stage folders of one run directory and the ``stages.json`` index."""
+
+    def __init__(self, run_dir: Path, write: bool = True):
+        self.run_dir, self.write = run_dir, write
+        self.index: dict[str, dict] = {}
+
+    def open(self, name: str, config: dict, inputs: list[Stage]) -> Stage:
+        key = stage_key(name, config, [s.key for s in inputs])
+        st = Stage(name, key, self.run_dir / "stages" / f"{name}-{key}")
+        if self.write:
+            st.dir.mkdir(parents=True, exist_ok=True)
+            (st.dir / "stage.json").write_text(json.dumps(
+                {"stage": name, "key": key, "config": config, "inputs": [s.dir.name for s in inputs]}, indent=2) + "\n")
+            self.index[name] = {"dir": str(st.dir.relative_to(self.run_dir)), "key": key, "done": st.done}
+            self._save()
+        return st
+
+    def finish(self, st: Stage, summary: dict) -> None:
+        if self.write:
+            (st.dir / "done.json").write_text(json.dumps(summary, indent=2) + "\n")
+            self.index[st.name].update(done=True)
+            self._save()
+
+    def _save(self) -> None:
+        (self.run_dir / "stages.json").write_text(json.dumps(self.index, indent=2) + "\n")
+
+
+def stage_dirs(run_dir: Path) -> dict[str, Path]:
+    """The stage folders of a run, by stage name, from ``run_dir/stages.json``."""
+    index = json.loads((Path(run_dir) / "stages.json").read_text())
+    return {name: Path(run_dir) / rec["dir"] for name, rec in index.items()}
+
+
+def _section(cfg, *paths: str) -> dict:
+    out = {}
+    for p in paths:
+        node = OmegaConf.select(cfg, p)
+        out[p] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    return out
+
+
+def plan(cfg) -> list[str]:
+    """The stages a configuration runs, in order."""
+    d = cfg.data
+    weak = not d.full_supervision
+    stages = ["cam"] if weak and d.cam.enabled and d.kind in ("tags", "boxes") else []
+    stages.append("stage1")
+    if weak and cfg.stage2.enabled:
+        for r in range(cfg.stage2.rounds):
+            stages += [f"pseudo{r + 1}", "stage2" + ("" if r == 0 else chr(ord("a") + r))]
+    return stages
+
+
+def _setup(cfg, run_dir: Path):
+    device = resolve_device(cfg.run.device)
+    dist_on = distributed.init(device.type)
+    rank, _, local_rank = distributed.world()
+    if dist_on and device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    torch.manual_seed(cfg.run.seed)
+    np.random.seed(cfg.run.seed)
+    random.seed(cfg.run.seed)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    return device, dist_on, rank == 0
+
+
+def _dataset(cfg, folder: Path, *, kind: str | None = None, dense: bool = False):
+    d = cfg.data
+    return data_mod.ConvertedDataset(folder, d.train_split, kind=kind or d.kind, train=True, crop=d.crop,
+                                     scale=(d.scale_min, d.scale_max), flip=d.flip,
+                                     flip_pairs=[list(p) for p in d.flip_pairs], dilate=0.0 if dense else d.dilate,
+                                     full_supervision=d.full_supervision and not dense, seed=cfg.run.seed)
+
+
+def run(cfg, run_dir: Path) -> dict | None:
+    """Run every stage of ``cfg`` not done yet; returns the final metrics (``None`` on data-parallel
+    ranks but 0, which stop after stage 1)."""
+    device, dist_on, main = _setup(cfg, run_dir)
+    d = cfg.data
+    train_dir, val_dir = Path(d.train), Path(d.val)
+    if d.shapes.num_train:
+        if main:
+            data_mod.prepare_toy(cfg, run_dir / "data")
+        if dist_on:
+            torch.distributed.barrier()
+        train_dir, val_dir = data_mod.prepare_toy(cfg, run_dir / "data")  # ready: returns the paths
+    weak_ds = _dataset(cfg, train_dir)
+    vocab = weak_ds.vocabulary
+    val_ds = data_mod.ConvertedDataset(val_dir, d.val_split, kind=d.kind, train=False)
+    stages = Stages(run_dir, write=main)
+    todo = plan(cfg)
+    log.info("stages: %s", " -> ".join(todo))
+    report: dict[str, dict] = {}
+    data_cfg = ("data", "model.backbone", "model.weights", "run.seed")
+
+    # ---- CAM labels for C (tags, boxes)
+    cam = None
+    stage1_data = train_dir
+    if "cam" in todo:
+        cam = stages.open("cam", _section(cfg, *data_cfg), [])
+        if main and not cam.done:
+            stages.finish(cam, _cam_stage(cfg, weak_ds, train_dir, cam.dir, device))
+        if dist_on:
+            torch.distributed.barrier()
+        stage1_data = cam.dir / "data"
+        report["cam"] = _labels_report(cam)
+
+    # ---- stage 1: SPML
+    # optim.iterations is left out of the key: asking for more iterations continues the same stage
+    # from its checkpoint (the poly schedule then stretches to the new length)
+    optim = {k: v for k, v in _section(cfg, "optim")["optim"].items() if k != "iterations"}
+    s1 = stages.open("stage1", {**_section(cfg, "data", "model", "segments", "loss", "run.seed"), "optim": optim},
+                     [cam] if cam else [])
+    if s1.done and s1.summary().get("iterations") != cfg.optim.iterations:
+        (s1.dir / "done.json").unlink()
+    if s1.done:
+        model = load_trained(cfg, len(vocab), s1.dir, device)
+        skipped = s1.summary().get("skipped_steps", 0)
+    else:
+        train_ds = _dataset(cfg, stage1_data) if cam else weak_ds
+        model, skipped = train_spml(cfg, train_ds, s1.dir, device, main_rank=main, dist_on=dist_on)
+    if dist_on:  # the rest runs on rank 0 alone: long waits at a barrier would time out
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    if not main:
+        return None
+    final = todo[-1] == "stage1"
+    m1 = _evaluate(cfg, model, val_ds, vocab, s1.dir, device, weak_ds.flip_perm, final, run_dir)
+    if cfg.eval.retrieval:
+        m1["retrieval"] = _retrieval(cfg, model, train_dir, val_ds, vocab, device)
+    if not s1.done:
+        stages.finish(s1, {"mIoU": m1["mIoU"], "iterations": cfg.optim.iterations, "skipped_steps": skipped})
+    report["stage1"] = {"mIoU": m1["mIoU"], "dir": s1.dir.name}
+    metrics = m1
+
+    # ---- pseudo labels and stage-2 classifiers
+    scorer, prev = model, s1
+    cam_model = _load_cam(cfg, cam, len(vocab.foreground), device) if cam and d.kind == "tags" else None
+    for r in range(cfg.stage2.rounds if "pseudo1" in todo else 0):
+        source = "cam" if d.kind == "tags" and r == 0 and cam_model is not None else "head"
+        inputs = [s1] + ([cam] if source == "cam" else []) + ([prev] if prev is not s1 else [])
+        ps = stages.open(f"pseudo{r + 1}", {**_section(cfg, "pseudo", "data.kind"), "source": source}, inputs)
+        if not ps.done:
+            stages.finish(ps, _pseudo_stage(cfg, model, scorer, cam_model, source, train_dir, ps.dir, vocab,
+                                            device, weak_ds.flip_perm))
+        report[ps.name] = _labels_report(ps)
+        name = "stage2" + ("" if r == 0 else chr(ord("a") + r))
+        s2 = stages.open(name, _section(cfg, "stage2", "data.crop", "data.scale_min", "data.scale_max",
+                                        "data.flip", "data.batch_size", "run.seed"), [ps])
+        head = _stage2(cfg, model, ps.dir / "data", s2, device, len(vocab))
+        final = r == cfg.stage2.rounds - 1
+        m2 = _evaluate(cfg, head, val_ds, vocab, s2.dir, device, weak_ds.flip_perm, final, run_dir)
+        if not s2.done:
+            stages.finish(s2, {"mIoU": m2["mIoU"]})
+        report[name] = {"mIoU": m2["mIoU"], "dir": s2.dir.name}
+        scorer, prev, metrics = head, s2, m2
+
+    metrics = {**metrics, "stage": todo[-1], "stages": report, "iterations": cfg.optim.iterations,
+               "skipped_steps": skipped}
+    if "retrieval" in m1:
+        metrics["retrieval"] = m1["retrieval"]
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("\n%s", iou_table(metrics))
+    log.info("stages: %s", ", ".join(f"{k} {v['mIoU']:.2f}" for k, v in report.items() if v.get("mIoU") is not None))
+    return metrics
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _cam_stage(cfg, weak_ds, train_dir: Path, out: Path, device: torch.device) -> dict:
+    from spml_train.pseudo.cam import CAMNet, cam_labels, train_classifier
+
+    c = cfg.data.cam
+    vocab = weak_ds.vocabulary
+    fg = list(vocab.foreground)
+    torch.manual_seed(cfg.run.seed)
+    net = CAMNet(cfg.model.backbone, len(fg), weights=cfg.model.weights).to(device)
+    cam_dir = Path(c.dir) if c.dir else None
+    losses = []
+    if cam_dir is None:
+        losses = train_classifier(net, batches(weak_ds, cfg, 0, 0), fg, c.iterations, c.lr, device)
+        log.info("CAM classifier: BCE %.3f -> %.3f", losses[0], losses[-1])
+        torch.save(net.state_dict(), out / "classifier.pt")
+    summary = cam_labels(net, train_dir, cfg.data.train_split, out / "data", vocab, device, kind=cfg.data.kind,
+                         alpha=c.alpha, threshold=c.threshold, cam_dir=cam_dir)
+    return {**summary, "bce": losses[::max(len(losses) // 10, 1)]}
+
+
+def _load_cam(cfg, cam: Stage, num_fg: int, device: torch.device):
+    from spml_train.pseudo.cam import CAMNet
+
+    path = cam.dir / "classifier.pt"
+    if not path.is_file():  # external CAMs: no classifier to score the pseudo labels with
+        return None
+    net = CAMNet(cfg.model.backbone, num_fg, weights="none")
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return net.to(device).eval()
+
+
+def _pseudo_params(cfg, source: str):
+    from spml_train.pseudo.crf import CRFParams
+    from spml_train.pseudo.labels import PseudoParams
+
+    p = cfg.pseudo
+    crf = CRFParams(iterations=p.crf_iterations, gaussian_weight=p.crf_gaussian[0], gaussian_xy=p.crf_gaussian[1],
+                    bilateral_weight=p.crf_bilateral[0], bilateral_xy=p.crf_bilateral[1],
+                    bilateral_rgb=p.crf_bilateral[2])
+    return PseudoParams(source=source, stride=p.stride, random_walk=p.random_walk, beta=p.beta, power=p.power,
+                        log2_steps=p.log2_steps, crf=p.crf, crf_params=crf, alpha=cfg.data.cam.alpha,
+                        box_constraint=p.box_constraint)
+
+
+def _pseudo_stage(cfg, model, scorer, cam_model, source: str, train_dir: Path, out: Path, vocab, device,
+                  flip_perm) -> dict:
+    """Dense pseudo labels for the training split, from the original weak labels' classes."""
+    from spml_train.data import normalize
+    from spml_train.pseudo.labels import box_mask, present_classes, pseudo_label, relabel_split
+
+    params = _pseudo_params(cfg, source)
+    kind, C = cfg.data.kind, len(vocab)
+    perm = torch.as_tensor(np.asarray(flip_perm)[:C], device=device).long() if cfg.data.flip_pairs else None
+
+    class Scored(torch.nn.Module):  # the stage-1 embedding with the scoring classifier's head
+        def forward(self, x):
+            out = model(x)
+            if scorer is not model:
+                out["logits"] = scorer.classifier(out["embedding"])
+            return out
+
+    net = Scored()
+    limit = cfg.pseudo.max_images
+    seen = {"n": 0}
+
+    def label(row: dict, rgb: np.ndarray, weak: np.ndarray) -> np.ndarray:
+        if limit and seen["n"] >= limit:
+            return np.where(weak < C, weak, vocab.ignore).astype(np.uint8)  # beyond the limit: weak labels only
+        seen["n"] += 1
+        boxes = [b for b in row["boxes"] if not b["crowd"]]
+        present = present_classes(kind, row["tags"], weak, boxes, vocab)
+        allowed = box_mask(boxes, C, vocab.background, *weak.shape) if kind == "boxes" and params.box_constraint \
+            else None
+        return pseudo_label(net, normalize(rgb).to(device), rgb, present, params, num_classes=C,
+                            background=vocab.background, cam_model=cam_model, foreground=list(vocab.foreground),
+                            allowed=allowed, flip_perm=perm)
+
+    model.eval()
+    scorer.eval()
+    return relabel_split(train_dir, cfg.data.train_split, out / "data", vocab, label,
+                         {"stage": out.name, "source": source, "kind": kind})
+
+
+def _stage2(cfg, model, data_dir: Path, st: Stage, device: torch.device, num_classes: int):
+    from spml_train.pseudo.stage2 import stage2_model, train_head
+
+    head = stage2_model(model, num_classes)
+    path = st.dir / "head.pt"
+    if st.done and path.is_file():
+        head.classifier.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return head.to(device)
+    s = cfg.stage2
+    ds = _dataset(cfg, data_dir, kind="dense", dense=True)
+    B = s.batch_size or cfg.data.batch_size
+    sub = OmegaConf.merge(cfg, {"data": {"batch_size": B}})
+    torch.manual_seed(cfg.run.seed)
+    with open(st.dir / "log.jsonl", "w") as logf:
+        losses = train_head(head, batches(ds, sub, 0, 0), s.iterations, s.lr, device, amp=cfg.run.amp,
+                            log_every=cfg.run.log_every,
+                            on_log=lambda rec: (logf.write(json.dumps(rec) + "\n"), logf.flush()))
+    log.info("%s: cross-entropy %.3f -> %.3f", st.name, losses[0], losses[-1])
+    torch.save(head.classifier.state_dict(), path)
+    return head
+
+
+def _evaluate(cfg, model, val_ds, vocab, out_dir: Path, device, flip_perm, final: bool, run_dir: Path) -> dict:
+    """Evaluate on the validation split into ``out_dir``; the final stage also writes predictions to
+    ``run_dir/predictions``."""
+    loader = torch.utils.data.DataLoader(val_ds, batch_size=1, shuffle=False, num_workers=0,
+                                         collate_fn=data_mod.collate)
+    return evaluate(model, loader, vocab, out_dir, device=device, scales=list(cfg.eval.scales), flip=cfg.eval.flip,
+                    save_predictions=cfg.eval.save_predictions and final, max_images=cfg.eval.max_images,
+                    split=cfg.data.val_split, flip_perm=flip_perm, crf=cfg.eval.crf,
+                    predictions_dir=run_dir / "predictions")
+
+
+def _retrieval(cfg, model, train_dir: Path, val_ds, vocab, device) -> dict:
+    from spml_train.evaluate import evaluate_retrieval
+
+    d = cfg.data
+    mem_ds = data_mod.ConvertedDataset(train_dir, d.train_split, kind=d.kind, train=False, labels="weak")
+    mem = torch.utils.data.DataLoader(mem_ds, batch_size=1, shuffle=False, num_workers=0, collate_fn=data_mod.collate)
+    val = torch.utils.data.DataLoader(val_ds, batch_size=1, shuffle=False, num_workers=0, collate_fn=data_mod.collate)
+    return evaluate_retrieval(model, mem, val, vocab, device=device, k=cfg.eval.retrieval_k, grid=cfg.eval.retrieval_grid,
+                              max_train=cfg.eval.retrieval_train_images, max_images=cfg.eval.max_images)
+
+
+def _labels_report(st: Stage) -> dict:
+    s = st.summary()
+    keep = ("label_miou", "label_accuracy", "images", "images_per_s", "source")
+    return {"dir": st.dir.name, "mIoU": None, **{k: s[k] for k in keep if k in s}}

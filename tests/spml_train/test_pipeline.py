@@ -1,0 +1,93 @@
+"""The stage pipeline: plans per annotation type, hash-keyed caching, resume at the first stage not done."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hydra import compose, initialize
+
+from spml_train import pipeline
+from spml_train.config import register
+from spml_train.pipeline import plan, stage_dirs, stage_key
+
+register()
+
+
+def _cfg(*overrides: str):
+    with initialize(version_base="1.3", config_path=None):
+        return compose(config_name="spml", overrides=list(overrides))
+
+
+def _tiny(recipe: str, run_dir, *more: str):
+    return _cfg(f"recipe={recipe}", f"run.dir={run_dir}", "data.shapes.num_train=12", "data.shapes.num_val=4",
+                "data.workers=0", "data.batch_size=4", "eval.max_images=4", "run.progress=false",
+                "optim.iterations=2", "data.cam.iterations=2", "stage2.iterations=2", *more)
+
+
+@pytest.mark.parametrize("recipe,stages", [
+    ("toy_tags", ["cam", "stage1", "pseudo1", "stage2", "pseudo2", "stage2b"]),
+    ("toy_boxes", ["cam", "stage1", "pseudo1", "stage2"]),
+    ("toy_scribbles", ["stage1", "pseudo1", "stage2"]),
+    ("toy_points", ["stage1", "pseudo1", "stage2"]),
+    ("toy_full", ["stage1"]),
+    ("voc_tags", ["cam", "stage1", "pseudo1", "stage2", "pseudo2", "stage2b"]),
+    ("voc_scribbles", ["stage1", "pseudo1", "stage2"]),
+])
+def test_plan_per_recipe(recipe, stages):
+    assert plan(_cfg(f"recipe={recipe}")) == stages
+
+
+def test_no_stage2_stops_after_stage1():
+    assert plan(_cfg("recipe=toy_scribbles", "stage2.enabled=false")) == ["stage1"]
+
+
+def test_keys_depend_on_config_and_inputs():
+    a = stage_key("pseudo1", {"crf": True}, ["k1"])
+    assert a == stage_key("pseudo1", {"crf": True}, ["k1"])
+    assert a != stage_key("pseudo1", {"crf": False}, ["k1"])
+    assert a != stage_key("pseudo1", {"crf": True}, ["k2"])
+    assert a != stage_key("pseudo2", {"crf": True}, ["k1"])
+
+
+@pytest.mark.slow
+def test_whole_pipeline_then_cached_then_partial_rerun(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    metrics = pipeline.run(_tiny("toy_boxes", run_dir), run_dir)
+    dirs = stage_dirs(run_dir)
+    assert list(dirs) == ["cam", "stage1", "pseudo1", "stage2"]
+    assert all((d / "done.json").is_file() for d in dirs.values())
+    assert set(metrics["stages"]) == set(dirs) and metrics["stage"] == "stage2"
+    assert metrics["stages"]["stage2"]["mIoU"] == pytest.approx(metrics["mIoU"])
+    labels = json.loads((dirs["pseudo1"] / "done.json").read_text())
+    assert labels["images"] == 12 and labels["labelled_fraction"] == 1.0  # dense: every pixel labelled
+    assert 0 <= labels["label_miou"] <= 100
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["mIoU"] == pytest.approx(metrics["mIoU"]) and saved["split"] == "val"
+
+    # everything cached: nothing trains again
+    def boom(*a, **k):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(pipeline, "train_spml", boom)
+    monkeypatch.setattr(pipeline, "_cam_stage", boom)
+    monkeypatch.setattr(pipeline, "_pseudo_stage", boom)
+    again = pipeline.run(_tiny("toy_boxes", run_dir), run_dir)
+    assert again["mIoU"] == pytest.approx(metrics["mIoU"])
+
+    # a pseudo-label setting changed: CAM and stage 1 reused, pseudo labels and stage 2 redone
+    monkeypatch.undo()
+    pipeline.run(_tiny("toy_boxes", run_dir, "pseudo.crf=false"), run_dir)
+    new = stage_dirs(run_dir)
+    assert new["cam"] == dirs["cam"] and new["stage1"] == dirs["stage1"]
+    assert new["pseudo1"] != dirs["pseudo1"] and new["stage2"] != dirs["stage2"]
+
+
+@pytest.mark.slow
+def test_tags_run_two_rounds(tmp_path):
+    run_dir = tmp_path / "tags"
+    metrics = pipeline.run(_tiny("toy_tags", run_dir), run_dir)
+    assert list(metrics["stages"]) == ["cam", "stage1", "pseudo1", "stage2", "pseudo2", "stage2b"]
+    first = json.loads((stage_dirs(run_dir)["pseudo1"] / "done.json").read_text())
+    second = json.loads((stage_dirs(run_dir)["pseudo2"] / "done.json").read_text())
+    assert first["source"] == "cam" and second["source"] == "head"
