@@ -40,17 +40,46 @@ from weaklabels.segsets import Relation, SegmentSets
 from .segments import segment_prototypes, with_location
 
 
-def _block(x: Tensor, p: Tensor, rel: Relation, rows: slice, kappa: float, shift: Tensor | None = None):
-    """Logits ``(r, m)`` (minus ``shift (r,)`` per row when given, in the same kernel), positives and
-    all counted candidates (positives or negatives), both ``(r, m) bool``, for pixel rows ``rows``."""
+def _block(x: Tensor, p: Tensor, rel: Relation, rows: slice, cols: Tensor | None, kappa: float,
+           shift: Tensor | None = None):
+    """Logits ``(r, c)`` (minus ``shift (r,)`` per row when given, in the same kernel), positives and
+    all counted candidates (positives or negatives), both ``(r, c) bool``, for pixel rows ``rows`` and
+    candidate columns ``cols`` (``None``: all of them; otherwise ``p`` holds those columns only)."""
     if shift is None:
         logits = kappa * (x @ p.T)
     else:
         logits = torch.addmm(-shift[:, None], x, p.T, alpha=kappa)
-    counted = rel.segments[None, :] != rel.own[rows, None]
-    if rel.pixel_group is not None:  # (rel.related's visibility, without its all-true mask when ungrouped)
-        counted &= rel.pixel_group[rows, None] == rel.segment_group[None, :]
-    return logits, rel.relation(rows) & counted, counted
+    if cols is None:
+        counted = rel.segments[None, :] != rel.own[rows, None]
+        if rel.pixel_group is not None:  # (rel.related's visibility, without its all-true mask when ungrouped)
+            counted &= rel.pixel_group[rows, None] == rel.segment_group[None, :]
+        return logits, rel.relation(rows) & counted, counted
+    # a group block: every column is visible to every row
+    counted = rel.segments[None, cols] != rel.own[rows, None]
+    return logits, rel.relation(rows, cols) & counted, counted
+
+
+def _blocks(rel: Relation, n: int, chunk: int) -> list[tuple[slice, Tensor | None]]:
+    """``(rows, cols)`` blocks covering the relation's pixels. Without groups: chunks of ``chunk``
+    rows against every candidate. With groups (V: each image's own segments) and pixels sorted by
+    group: each group's rows against that group's candidates only, so the work is the sum of the
+    per-image blocks (16 x 16k x 86 at SPML's batch) instead of all pixels x all segments
+    (262k x 1.4k): 16x less. Unsorted groups fall back to full rows with a visibility mask."""
+    g = rel.pixel_group
+    if g is None or n == 0 or bool((g[1:] < g[:-1]).any()):
+        return [(slice(s, min(s + chunk, n)), None) for s in range(0, n, chunk)]
+    groups, counts = torch.unique_consecutive(g, return_counts=True)
+    order = torch.argsort(rel.segment_group, stable=True)
+    s_groups, s_counts = torch.unique_consecutive(rel.segment_group[order], return_counts=True)
+    cols_of = dict(zip(s_groups.tolist(), torch.split(order, s_counts.tolist())))
+    empty = order[:0]
+    out, start = [], 0
+    for grp, cnt in zip(groups.tolist(), counts.tolist()):
+        cols = cols_of.get(grp, empty)
+        for s in range(start, start + cnt, chunk):
+            out.append((slice(s, min(s + chunk, start + cnt)), cols))
+        start += cnt
+    return out
 
 
 def _masked_lse(logits: Tensor, mask: Tensor) -> Tensor:
@@ -88,10 +117,10 @@ class _SegSortFunction(torch.autograd.Function):
         own_logit = kappa * (x * p_own).sum(1)
         num, den = torch.empty_like(own_logit), torch.empty_like(own_logit)
         shift = _shift(x, p, kappa)
-        for start in range(0, n, chunk):
-            rows = slice(start, min(start + chunk, n))
+        blocks = _blocks(rel, n, chunk)
+        for rows, cols in blocks:
             b = None if shift is None else shift[rows]
-            logits, pos, counted = _block(x[rows], p, rel, rows, kappa, b)
+            logits, pos, counted = _block(x[rows], p if cols is None else p[cols], rel, rows, cols, kappa, b)
             has_pos = pos.any(1)
             if shift is not None:
                 # positives and negatives together are the counted set: with a positive,
@@ -106,28 +135,27 @@ class _SegSortFunction(torch.autograd.Function):
                 neg = counted.logical_xor_(pos)                           # counted & ~pos
                 den[rows] = torch.logaddexp(num[rows], _masked_lse(logits, neg))
         ctx.save_for_backward(x, p, p_own, own_logit, num, den)
-        ctx.rel, ctx.kappa, ctx.chunk = rel, kappa, chunk
+        ctx.rel, ctx.kappa, ctx.blocks = rel, kappa, blocks
         return den - num
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         x, p, p_own, own_logit, num, den = ctx.saved_tensors
-        rel, kappa, chunk = ctx.rel, ctx.kappa, ctx.chunk
+        rel, kappa, blocks = ctx.rel, ctx.kappa, ctx.blocks
         with torch.autocast(x.device.type, enabled=False):
-            return _SegSortFunction._backward(x, p, p_own, own_logit, num, den, grad_loss, rel, kappa, chunk)
+            return _SegSortFunction._backward(x, p, p_own, own_logit, num, den, grad_loss, rel, kappa, blocks)
 
     @staticmethod
-    def _backward(x, p, p_own, own_logit, num, den, grad_loss, rel, kappa, chunk):
-        n = x.shape[0]
+    def _backward(x, p, p_own, own_logit, num, den, grad_loss, rel, kappa, blocks):
         grad_x, grad_p, grad_own = torch.empty_like(x), torch.zeros_like(p), torch.empty_like(p_own)
         inf = float("-inf")
         shift = _shift(x, p, kappa)
-        for start in range(0, n, chunk):
-            rows = slice(start, min(start + chunk, n))
+        for rows, cols in blocks:
             xc, go = x[rows], grad_loss[rows].to(x.dtype)
             b = None if shift is None else shift[rows]
-            logits, pos, counted = _block(xc, p, rel, rows, kappa, b)
+            pc = p if cols is None else p[cols]
+            logits, pos, counted = _block(xc, pc, rel, rows, cols, kappa, b)
             has_pos = pos.any(1)
             # d loss / d logit: softmax over den's set minus softmax over num's set
             if shift is not None:
@@ -142,8 +170,11 @@ class _SegSortFunction(torch.autograd.Function):
                 g *= go[:, None]
             # the own segment carries gradient only as the fallback numerator
             g_own = torch.where(has_pos, torch.zeros_like(go), (own_logit[rows] - den[rows]).exp() - 1) * go
-            grad_x[rows] = kappa * (g @ p + g_own[:, None] * p_own[rows])
-            grad_p += kappa * (g.T @ xc)
+            grad_x[rows] = kappa * (g @ pc + g_own[:, None] * p_own[rows])
+            if cols is None:
+                grad_p += kappa * (g.T @ xc)
+            else:
+                grad_p.index_add_(0, cols, kappa * (g.T @ xc))
             grad_own[rows] = kappa * g_own[:, None] * xc
         return grad_x, grad_p, grad_own, None, None, None
 

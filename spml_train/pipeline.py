@@ -221,8 +221,10 @@ def run(cfg, run_dir: Path) -> dict | None:
                                             device, weak_ds.flip_perm))
         report[ps.name] = _labels_report(ps)
         name = "stage2" + ("" if r == 0 else chr(ord("a") + r))
-        s2 = stages.open(name, _section(cfg, "stage2", "data.crop", "data.scale_min", "data.scale_max",
-                                        "data.flip", "data.batch_size", "run.seed"), [ps])
+        # rounds is left out: a second round reuses the first
+        s2_cfg = {k: v for k, v in _section(cfg, "stage2")["stage2"].items() if k != "rounds"}
+        s2 = stages.open(name, {**_section(cfg, "data.crop", "data.scale_min", "data.scale_max", "data.flip",
+                                           "data.batch_size", "run.seed"), "stage2": s2_cfg}, [ps])
         head = _stage2(cfg, model, ps.dir / "data", s2, device, len(vocab))
         final = r == cfg.stage2.rounds - 1
         m2 = _evaluate(cfg, head, val_ds, vocab, s2.dir, device, weak_ds.flip_perm, final, run_dir)

@@ -105,11 +105,12 @@ class Relation:
             return self.pixel_set[rows]
         return self.pixel_set_table[self.own[rows]]
 
-    def relation(self, rows: slice | Tensor = slice(None)) -> Tensor:
-        """``(n_rows, m) bool``: same key, or intersecting sets, regardless of visibility."""
+    def relation(self, rows: slice | Tensor = slice(None), cols: slice | Tensor = slice(None)) -> Tensor:
+        """``(n_rows, n_cols) bool``: same key, or intersecting sets, regardless of visibility, for a
+        chunk of this relation's pixels and (by default all) candidates."""
         if self.pixel_key is not None:
-            return self.pixel_key[rows, None] == self.segment_key[None, :]
-        return (self.pixel_sets(rows).float() @ self.segment_set.float().T) > 0
+            return self.pixel_key[rows, None] == self.segment_key[None, cols]
+        return (self.pixel_sets(rows).float() @ self.segment_set[cols].float().T) > 0
 
     def related(self, rows: slice | Tensor = slice(None)) -> tuple[Tensor, Tensor]:
         """``(related, visible)``, both ``(n_rows, m) bool``, for a chunk of this relation's pixels:

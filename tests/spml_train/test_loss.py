@@ -327,3 +327,24 @@ def test_cuda_matches_the_dense_reference(name):
     for a, b in zip(ours, ref):
         assert a.device.type == "cuda"
         torch.testing.assert_close(a.double(), b, atol=1e-5, rtol=0)
+
+
+def test_grouped_relation_is_computed_per_group_and_unsorted_falls_back():
+    from spml_train.loss import _blocks
+
+    sets, emb, g = random_problem(4)
+    rel = sets.relations["V"]
+    blocks = _blocks(rel, len(rel), 10_000)
+    assert len(blocks) == 3 and all(cols is not None for _, cols in blocks)     # one block per image
+    for rows, cols in blocks:
+        assert (rel.pixel_group[rows] == rel.segment_group[cols][0]).all()
+        assert (rel.segment_group[cols] == rel.segment_group[cols][0]).all()
+    # the same relation with its pixels shuffled: full rows with the visibility mask, same value
+    perm = torch.randperm(len(rel), generator=g)
+    shuffled = Relation("V", rel.pixels[perm], rel.own[perm], rel.segments, pixel_key=rel.pixel_key[perm],
+                        segment_key=rel.segment_key, pixel_group=rel.pixel_group[perm],
+                        segment_group=rel.segment_group)
+    assert _blocks(shuffled, len(shuffled), 10_000)[0][1] is None
+    loc = location_features(emb)
+    protos = segment_prototypes(loc, sets.pixel_segment, sets.num_batch_segments)
+    torch.testing.assert_close(segsort_loss(loc, protos, shuffled, 16.0), segsort_loss(loc, protos, rel, 16.0))
