@@ -182,10 +182,11 @@ class EpochSampler(torch.utils.data.Sampler):
         return len(self._indices())
 
 
-def batches(dataset, cfg, epoch: int, position: int):
+def batches(dataset, cfg, epoch: int, position: int, *, alone: bool = False):
     """Yield ``(epoch, position_after, batch)`` forever, epoch after epoch; ``position`` counts the
-    items of the global batch, this rank's batch is its share of it."""
-    rank, size, _ = distributed.world()
+    items of the global batch, this rank's batch is its share of it. ``alone``: the whole batch for
+    this process even under torchrun (stages that rank 0 runs by itself)."""
+    rank, size = (0, 1) if alone or not distributed.active() else distributed.world()[:2]
     B = cfg.data.batch_size
     if B % size:
         raise ValueError(f"data.batch_size={B} does not split over {size} processes")

@@ -213,7 +213,8 @@ def run(cfg, run_dir: Path) -> dict | None:
     scorer, prev = model, s1
     cam_model = _load_cam(cfg, cam, len(vocab.foreground), device) if cam and d.kind == "tags" else None
     for r in range(cfg.stage2.rounds if "pseudo1" in todo else 0):
-        source = "cam" if d.kind == "tags" and r == 0 and cam_model is not None else "head"
+        # tags start from CAMs: the CAM stage's classifier, or the external CAM arrays (data.cam.dir)
+        source = "cam" if d.kind == "tags" and r == 0 and cam is not None else "head"
         inputs = [s1] + ([cam] if source == "cam" else []) + ([prev] if prev is not s1 else [])
         ps = stages.open(f"pseudo{r + 1}", {**_section(cfg, "pseudo", "data.kind"), "source": source}, inputs)
         if not ps.done:
@@ -257,7 +258,7 @@ def _cam_stage(cfg, weak_ds, train_dir: Path, out: Path, device: torch.device) -
     cam_dir = Path(c.dir) if c.dir else None
     losses = []
     if cam_dir is None:
-        losses = train_classifier(net, batches(weak_ds, cfg, 0, 0), fg, c.iterations, c.lr, device)
+        losses = train_classifier(net, batches(weak_ds, cfg, 0, 0, alone=True), fg, c.iterations, c.lr, device)
         log.info("CAM classifier: BCE %.3f -> %.3f", losses[0], losses[-1])
         torch.save(net.state_dict(), out / "classifier.pt")
     summary = cam_labels(net, train_dir, cfg.data.train_split, out / "data", vocab, device, kind=cfg.data.kind,
@@ -269,7 +270,7 @@ def _load_cam(cfg, cam: Stage, num_fg: int, device: torch.device):
     from spml_train.pseudo.cam import CAMNet
 
     path = cam.dir / "classifier.pt"
-    if not path.is_file():  # external CAMs: no classifier to score the pseudo labels with
+    if not path.is_file():  # external CAMs: no classifier; the pseudo labels read the arrays instead
         return None
     net = CAMNet(cfg.model.backbone, num_fg, weights="none")
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -318,9 +319,12 @@ def _pseudo_stage(cfg, model, scorer, cam_model, source: str, train_dir: Path, o
         present = present_classes(kind, row["tags"], weak, boxes, vocab)
         allowed = box_mask(boxes, C, vocab.background, *weak.shape) if kind == "boxes" and params.box_constraint \
             else None
+        cams = None
+        if source == "cam" and cam_model is None:  # external CAMs, checked by the CAM stage already
+            cams = torch.from_numpy(np.load(Path(cfg.data.cam.dir) / f"{row['image_id']}.npy"))
         return pseudo_label(net, normalize(rgb).to(device), rgb, present, params, num_classes=C,
                             background=vocab.background, cam_model=cam_model, foreground=list(vocab.foreground),
-                            allowed=allowed, flip_perm=perm)
+                            cams=cams, allowed=allowed, flip_perm=perm)
 
     model.eval()
     scorer.eval()
@@ -342,7 +346,7 @@ def _stage2(cfg, model, data_dir: Path, st: Stage, device: torch.device, num_cla
     sub = OmegaConf.merge(cfg, {"data": {"batch_size": B}})
     torch.manual_seed(cfg.run.seed)
     with open(st.dir / "log.jsonl", "w") as logf:
-        losses = train_head(head, batches(ds, sub, 0, 0), s.iterations, s.lr, device, amp=cfg.run.amp,
+        losses = train_head(head, batches(ds, sub, 0, 0, alone=True), s.iterations, s.lr, device, amp=cfg.run.amp,
                             log_every=cfg.run.log_every,
                             on_log=lambda rec: (logf.write(json.dumps(rec) + "\n"), logf.flush()))
     log.info("%s: cross-entropy %.3f -> %.3f", st.name, losses[0], losses[-1])

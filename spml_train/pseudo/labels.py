@@ -103,11 +103,13 @@ def _views(model, image: torch.Tensor) -> tuple[dict, dict]:
 @torch.no_grad()
 def pseudo_label(model, image: torch.Tensor, rgb: np.ndarray, present: list[int], params: PseudoParams, *,
                  num_classes: int, background: int | None, cam_model=None, foreground: list[int] | None = None,
-                 allowed: np.ndarray | None = None, flip_perm: torch.Tensor | None = None) -> np.ndarray:
+                 cams: torch.Tensor | None = None, allowed: np.ndarray | None = None,
+                 flip_perm: torch.Tensor | None = None) -> np.ndarray:
     """The dense pseudo label ``(H, W)`` uint8 of one image.
 
     image: ``(3, H, W)`` normalised, on the model's device; rgb: ``(H, W, 3)`` uint8;
-    ``cam_model`` and ``foreground`` for ``source="cam"``; ``allowed`` ``(C, H, W)`` bool (boxes).
+    ``source="cam"``: ``foreground`` and either ``cam_model`` or precomputed ``cams``
+    ``(len(foreground), H, W)`` (external CAMs); ``allowed`` ``(C, H, W)`` bool (boxes).
     """
     model.eval()
     _, H, W = image.shape
@@ -119,10 +121,13 @@ def pseudo_label(model, image: torch.Tensor, rgb: np.ndarray, present: list[int]
         scores = F.interpolate(probs, size=grid, mode="bilinear", align_corners=False)
         scores = scores / scores.flatten(2).amax(2).clamp(min=1e-5)[:, :, None, None]
     else:
-        cam_model.eval()
-        c = F.relu(cam_model.cams(torch.stack([image, image.flip(-1)])).float())
-        c = (c[:1] + c[1:].flip(-1)) / 2
-        c = F.interpolate(c, size=grid, mode="bilinear", align_corners=False)
+        if cams is not None:
+            c = F.interpolate(cams[None].float().to(image.device).clamp(min=0), size=grid, mode="area")
+        else:
+            cam_model.eval()
+            c = F.relu(cam_model.cams(torch.stack([image, image.flip(-1)])).float())
+            c = (c[:1] + c[1:].flip(-1)) / 2
+            c = F.interpolate(c, size=grid, mode="bilinear", align_corners=False)
         c = c / c.flatten(2).amax(2).clamp(min=1e-5)[:, :, None, None]
         scores = torch.zeros(1, num_classes, *grid, device=image.device)
         scores[:, foreground] = c

@@ -91,3 +91,33 @@ def test_tags_run_two_rounds(tmp_path):
     first = json.loads((stage_dirs(run_dir)["pseudo1"] / "done.json").read_text())
     second = json.loads((stage_dirs(run_dir)["pseudo2"] / "done.json").read_text())
     assert first["source"] == "cam" and second["source"] == "head"
+
+
+@pytest.mark.slow
+def test_external_cams_feed_the_cam_stage_and_the_first_pseudo_labels(tmp_path):
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from spml_train import data as data_mod
+
+    run_dir = tmp_path / "ext"
+    cams = tmp_path / "cams"
+    cams.mkdir()
+    cfg = _tiny("toy_tags", run_dir, f"data.cam.dir={cams}", "stage2.rounds=1")
+    train_dir, _ = data_mod.prepare_toy(cfg, run_dir / "data")
+    for f in (train_dir / "data").glob("train-*.parquet"):
+        for row in pq.read_table(f).to_pylist():
+            gt = np.array(Image.open(io.BytesIO(row["gt"]["bytes"])))
+            # perfect CAMs: each foreground class's mask
+            arr = np.stack([(gt == c).astype(np.float32) for c in range(1, 6)])
+            np.save(cams / f"{row['image_id']}.npy", arr)
+    metrics = pipeline.run(cfg, run_dir)
+    dirs = stage_dirs(run_dir)
+    assert not (dirs["cam"] / "classifier.pt").exists()              # nothing trained
+    cam = json.loads((dirs["cam"] / "done.json").read_text())
+    assert cam["external"] == str(cams) and cam["label_miou"] > 95
+    first = json.loads((dirs["pseudo1"] / "done.json").read_text())
+    assert first["source"] == "cam" and metrics["stage"] == "stage2"
