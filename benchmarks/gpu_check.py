@@ -133,7 +133,7 @@ def main() -> None:
         args.batch, args.size, args.backbone, args.repeats = 2, 64, "resnet_tiny", 1
         args.pixels, args.prototypes = 4096, 500
     dev = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
-    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = False  # as the engine: the loss's products in full fp32
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
     C, B = 21, args.batch

@@ -30,6 +30,7 @@ three matmuls of the dense form.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 import torch
@@ -82,6 +83,57 @@ def _blocks(rel: Relation, n: int, chunk: int) -> list[tuple[slice, Tensor | Non
     return out
 
 
+def _patterns(rel: Relation, rows: slice, cols: Tensor | None, limit: int = 64):
+    """``(inv (r,), R (U, c) bool)``: the block's relation as at most ``limit`` distinct rows ``R``
+    (pixels with the same key or the same label / tag set share one) and each pixel's row index;
+    ``None`` when there are more. C has a pattern per class or candidate set, O one per tag set."""
+    if rel.pixel_key is not None:
+        uniq, inv = torch.unique(rel.pixel_key[rows], return_inverse=True)
+        if len(uniq) > limit:
+            return None
+        seg = rel.segment_key if cols is None else rel.segment_key[cols]
+        return inv, uniq[:, None] == seg[None, :]
+    sets = rel.pixel_sets(rows)
+    K = sets.shape[1]
+    if K <= 62:  # a set as the bits of one integer: a 1-D unique instead of a row-wise one
+        bits = torch.arange(K, device=sets.device)
+        uniq, inv = torch.unique((sets.long() << bits).sum(1), return_inverse=True)
+        usets = ((uniq[:, None] >> bits) & 1).bool()
+    else:
+        usets, inv = torch.unique(sets, dim=0, return_inverse=True)
+    if len(usets) > limit:
+        return None
+    seg = rel.segment_set if cols is None else rel.segment_set[cols]
+    return inv, (usets.float() @ seg.float().T) > 0
+
+
+def _own_column(rel: Relation, rows: slice, cols: Tensor | None, size: int) -> Tensor:
+    """``(r,)``: the column of each pixel's own segment among the block's candidates, -1 if absent."""
+    seg = rel.segments if cols is None else rel.segments[cols]
+    where = torch.full((size,), -1, dtype=torch.long, device=seg.device)
+    where[seg] = torch.arange(len(seg), device=seg.device)
+    return where[rel.own[rows]]
+
+
+def _exp_without_own(x: Tensor, p: Tensor, kappa: float, b: Tensor, own_col: Tensor) -> Tensor:
+    """``E = exp(kappa x p^T - b)`` ``(r, c)`` with each pixel's own-segment entry set to 0."""
+    E = torch.addmm(-b[:, None], x, p.T, alpha=kappa).exp_()
+    has = own_col >= 0
+    E[torch.arange(len(x), device=x.device)[has], own_col[has]] = 0
+    return E
+
+
+@contextlib.contextmanager
+def _exact_matmul():
+    """Sums taken as matrix products must not drop to TF32 (10-bit mantissa) when a caller enabled it."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
 def _masked_lse(logits: Tensor, mask: Tensor) -> Tensor:
     """Row-wise logsumexp over ``mask`` (-inf for an empty row)."""
     return torch.logsumexp(torch.where(mask, logits, float("-inf")), dim=1)
@@ -118,9 +170,30 @@ class _SegSortFunction(torch.autograd.Function):
         num, den = torch.empty_like(own_logit), torch.empty_like(own_logit)
         shift = _shift(x, p, kappa)
         blocks = _blocks(rel, n, chunk)
+        size = int(torch.maximum(rel.segments.max(), rel.own.max())) + 1 if n and len(rel.segments) else 1
+        pats: list = []
         for rows, cols in blocks:
             b = None if shift is None else shift[rows]
-            logits, pos, counted = _block(x[rows], p if cols is None else p[cols], rel, rows, cols, kappa, b)
+            pc = p if cols is None else p[cols]
+            # every candidate visible (no groups, or a group block): the relation has few distinct
+            # rows, so the two sums are one matrix product with them, no (r, c) masks at all
+            pat = _patterns(rel, rows, cols) if shift is not None and (rel.pixel_group is None or cols is not None) \
+                else None
+            pats.append(pat)
+            if pat is not None:
+                inv, R = pat
+                own_col = _own_column(rel, rows, cols, size)
+                E = _exp_without_own(x[rows], pc, kappa, b, own_col)
+                with _exact_matmul():
+                    T = E @ torch.cat([R.T.to(E.dtype), E.new_ones(R.shape[1], 1)], 1)   # (r, U + 1)
+                own_related = (own_col >= 0) & R[inv, own_col.clamp(min=0)]
+                has_pos = (R.sum(1)[inv] - own_related.long()) > 0
+                lse_pos = T.gather(1, inv[:, None])[:, 0].log_() + b
+                lse_all = T[:, -1].log() + b
+                num[rows] = torch.where(has_pos, lse_pos, own_logit[rows])
+                den[rows] = torch.where(has_pos, lse_all, torch.logaddexp(own_logit[rows], lse_all))
+                continue
+            logits, pos, counted = _block(x[rows], pc, rel, rows, cols, kappa, b)
             has_pos = pos.any(1)
             if shift is not None:
                 # positives and negatives together are the counted set: with a positive,
@@ -135,35 +208,46 @@ class _SegSortFunction(torch.autograd.Function):
                 neg = counted.logical_xor_(pos)                           # counted & ~pos
                 den[rows] = torch.logaddexp(num[rows], _masked_lse(logits, neg))
         ctx.save_for_backward(x, p, p_own, own_logit, num, den)
-        ctx.rel, ctx.kappa, ctx.blocks = rel, kappa, blocks
+        ctx.rel, ctx.kappa, ctx.blocks, ctx.pats, ctx.size = rel, kappa, blocks, pats, size
         return den - num
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         x, p, p_own, own_logit, num, den = ctx.saved_tensors
-        rel, kappa, blocks = ctx.rel, ctx.kappa, ctx.blocks
         with torch.autocast(x.device.type, enabled=False):
-            return _SegSortFunction._backward(x, p, p_own, own_logit, num, den, grad_loss, rel, kappa, blocks)
+            return _SegSortFunction._backward(x, p, p_own, own_logit, num, den, grad_loss, ctx)
 
     @staticmethod
-    def _backward(x, p, p_own, own_logit, num, den, grad_loss, rel, kappa, blocks):
+    def _backward(x, p, p_own, own_logit, num, den, grad_loss, ctx):
+        rel, kappa = ctx.rel, ctx.kappa
         grad_x, grad_p, grad_own = torch.empty_like(x), torch.zeros_like(p), torch.empty_like(p_own)
         inf = float("-inf")
         shift = _shift(x, p, kappa)
-        for rows, cols in blocks:
+        for (rows, cols), pat in zip(ctx.blocks, ctx.pats):
             xc, go = x[rows], grad_loss[rows].to(x.dtype)
             b = None if shift is None else shift[rows]
             pc = p if cols is None else p[cols]
-            logits, pos, counted = _block(xc, pc, rel, rows, cols, kappa, b)
-            has_pos = pos.any(1)
             # d loss / d logit: softmax over den's set minus softmax over num's set
-            if shift is not None:
+            if pat is not None:
+                inv, R = pat
+                own_col = _own_column(rel, rows, cols, ctx.size)
+                own_related = (own_col >= 0) & R[inv, own_col.clamp(min=0)]
+                has_pos = (R.sum(1)[inv] - own_related.long()) > 0
+                a_den = (b - den[rows]).exp() * go
+                a_num = (b - num[rows]).exp() * go
+                g = _exp_without_own(xc, pc, kappa, b, own_col)
+                g *= torch.where(R[inv], (a_den - a_num)[:, None], a_den[:, None])
+            elif shift is not None:
+                logits, pos, counted = _block(xc, pc, rel, rows, cols, kappa, b)
+                has_pos = pos.any(1)
                 a_den = (b - den[rows]).exp() * go          # exp(l - den) = E exp(b - den)
                 a_num = (b - num[rows]).exp() * go
                 g = logits.exp_().mul_(counted)
                 g *= torch.where(pos, (a_den - a_num)[:, None], a_den[:, None])
             else:
+                logits, pos, counted = _block(xc, pc, rel, rows, cols, kappa, b)
+                has_pos = pos.any(1)
                 # masked logits are -inf before exp, so exp never sees a large positive exponent
                 g = (torch.where(counted, logits, inf) - den[rows, None]).exp_()
                 g -= (torch.where(pos, logits, inf) - num[rows, None]).exp_()

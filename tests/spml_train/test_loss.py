@@ -348,3 +348,32 @@ def test_grouped_relation_is_computed_per_group_and_unsorted_falls_back():
     loc = location_features(emb)
     protos = segment_prototypes(loc, sets.pixel_segment, sets.num_batch_segments)
     torch.testing.assert_close(segsort_loss(loc, protos, shuffled, 16.0), segsort_loss(loc, protos, rel, 16.0))
+
+
+@pytest.mark.parametrize("path", ["patterns", "masks", "logsumexp"])
+@pytest.mark.parametrize("name", ["C", "O", "V"])
+def test_every_computation_path_matches_naive(path, name, monkeypatch):
+    """Distinct relation rows as one matrix product (the default), explicit masks (more than 64
+    distinct rows), and log-sum-exp (kappa beyond the one-exp range) all give the same loss."""
+    import spml_train.loss as L
+
+    if path != "patterns":
+        monkeypatch.setattr(L, "_patterns", lambda *a, **k: None)
+    if path == "logsumexp":
+        monkeypatch.setattr(L, "_shift", lambda *a, **k: None)
+    sets, emb, g = random_problem(5, candidates=True)
+    emb_flat, protos = leaves(sets, emb, g)
+    assert_matches_naive(sets.relations[name], emb_flat, protos, 12.0, 9, atol=1e-5)
+
+
+def test_patterns_group_pixels_by_relation_row():
+    from spml_train.loss import _patterns
+
+    sets, _, _ = random_problem(6, candidates=True)
+    for name in ("C", "O"):
+        rel = sets.relations[name]
+        inv, R = _patterns(rel, slice(None), None)
+        full = rel.relation()
+        assert torch.equal(R[inv], full)   # each pixel's row is its pattern's row
+        assert len(R) < len(rel)           # far fewer patterns than pixels
+    assert _patterns(sets.relations["O"], slice(None), None, limit=1) is None
