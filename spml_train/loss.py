@@ -30,7 +30,6 @@ three matmuls of the dense form.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 
 import torch
@@ -41,102 +40,22 @@ from weaklabels.segsets import Relation, SegmentSets
 from .segments import segment_prototypes, with_location
 
 
-def _block(x: Tensor, p: Tensor, rel: Relation, rows: slice, cols: Tensor | None, kappa: float,
-           shift: Tensor | None = None):
-    """Logits ``(r, c)`` (minus ``shift (r,)`` per row when given, in the same kernel), positives and
-    all counted candidates (positives or negatives), both ``(r, c) bool``, for pixel rows ``rows`` and
-    candidate columns ``cols`` (``None``: all of them; otherwise ``p`` holds those columns only)."""
+def _block(x: Tensor, p: Tensor, rel: Relation, rows: slice, kappa: float, shift: Tensor | None = None):
+    """Logits ``(r, m)`` (minus ``shift (r,)`` per row when given, in the same kernel), positives and
+    all counted candidates (positives or negatives), both ``(r, m) bool``, for pixel rows ``rows``."""
     if shift is None:
         logits = kappa * (x @ p.T)
     else:
         logits = torch.addmm(-shift[:, None], x, p.T, alpha=kappa)
-    if cols is None:
-        counted = rel.segments[None, :] != rel.own[rows, None]
-        if rel.pixel_group is not None:  # (rel.related's visibility, without its all-true mask when ungrouped)
-            counted &= rel.pixel_group[rows, None] == rel.segment_group[None, :]
-        return logits, rel.relation(rows) & counted, counted
-    # a group block: every column is visible to every row
-    counted = rel.segments[None, cols] != rel.own[rows, None]
-    return logits, rel.relation(rows, cols) & counted, counted
-
-
-def _blocks(rel: Relation, n: int, chunk: int) -> list[tuple[slice, Tensor | None]]:
-    """``(rows, cols)`` blocks covering the relation's pixels. Without groups: chunks of ``chunk``
-    rows against every candidate. With groups (V: each image's own segments) and pixels sorted by
-    group: each group's rows against that group's candidates only, so the work is the sum of the
-    per-image blocks (16 x 16k x 86 at SPML's batch) instead of all pixels x all segments
-    (262k x 1.4k): 16x less. Unsorted groups fall back to full rows with a visibility mask."""
-    g = rel.pixel_group
-    if g is None or n == 0 or bool((g[1:] < g[:-1]).any()):
-        return [(slice(s, min(s + chunk, n)), None) for s in range(0, n, chunk)]
-    groups, counts = torch.unique_consecutive(g, return_counts=True)
-    order = torch.argsort(rel.segment_group, stable=True)
-    s_groups, s_counts = torch.unique_consecutive(rel.segment_group[order], return_counts=True)
-    cols_of = dict(zip(s_groups.tolist(), torch.split(order, s_counts.tolist())))
-    empty = order[:0]
-    out, start = [], 0
-    for grp, cnt in zip(groups.tolist(), counts.tolist()):
-        cols = cols_of.get(grp, empty)
-        for s in range(start, start + cnt, chunk):
-            out.append((slice(s, min(s + chunk, start + cnt)), cols))
-        start += cnt
-    return out
-
-
-def _patterns(rel: Relation, rows: slice, cols: Tensor | None, limit: int = 64):
-    """``(inv (r,), R (U, c) bool)``: the block's relation as at most ``limit`` distinct rows ``R``
-    (pixels with the same key or the same label / tag set share one) and each pixel's row index;
-    ``None`` when there are more. C has a pattern per class or candidate set, O one per tag set."""
-    if rel.pixel_key is not None:
-        uniq, inv = torch.unique(rel.pixel_key[rows], return_inverse=True)
-        if len(uniq) > limit:
-            return None
-        seg = rel.segment_key if cols is None else rel.segment_key[cols]
-        return inv, uniq[:, None] == seg[None, :]
-    sets = rel.pixel_sets(rows)
-    K = sets.shape[1]
-    if K <= 62:  # a set as the bits of one integer: a 1-D unique instead of a row-wise one
-        bits = torch.arange(K, device=sets.device)
-        uniq, inv = torch.unique((sets.long() << bits).sum(1), return_inverse=True)
-        usets = ((uniq[:, None] >> bits) & 1).bool()
-    else:
-        usets, inv = torch.unique(sets, dim=0, return_inverse=True)
-    if len(usets) > limit:
-        return None
-    seg = rel.segment_set if cols is None else rel.segment_set[cols]
-    return inv, (usets.float() @ seg.float().T) > 0
-
-
-def _own_column(rel: Relation, rows: slice, cols: Tensor | None, size: int) -> Tensor:
-    """``(r,)``: the column of each pixel's own segment among the block's candidates, -1 if absent."""
-    seg = rel.segments if cols is None else rel.segments[cols]
-    where = torch.full((size,), -1, dtype=torch.long, device=seg.device)
-    where[seg] = torch.arange(len(seg), device=seg.device)
-    return where[rel.own[rows]]
-
-
-def _exp_without_own(x: Tensor, p: Tensor, kappa: float, b: Tensor, own_col: Tensor) -> Tensor:
-    """``E = exp(kappa x p^T - b)`` ``(r, c)`` with each pixel's own-segment entry set to 0."""
-    E = torch.addmm(-b[:, None], x, p.T, alpha=kappa).exp_()
-    has = own_col >= 0
-    E[torch.arange(len(x), device=x.device)[has], own_col[has]] = 0
-    return E
-
-
-@contextlib.contextmanager
-def _exact_matmul():
-    """Sums taken as matrix products must not drop to TF32 (10-bit mantissa) when a caller enabled it."""
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
+    counted = rel.segments[None, :] != rel.own[rows, None]
+    if rel.pixel_group is not None:  # (rel.related's visibility, without its all-true mask when ungrouped)
+        counted &= rel.pixel_group[rows, None] == rel.segment_group[None, :]
+    return logits, rel.relation(rows) & counted, counted
 
 
 def _masked_lse(logits: Tensor, mask: Tensor) -> Tensor:
-    """Row-wise logsumexp over ``mask`` (-inf for an empty row)."""
-    return torch.logsumexp(torch.where(mask, logits, float("-inf")), dim=1)
+    """Logsumexp over ``mask`` along the last dimension (-inf where it is empty)."""
+    return torch.logsumexp(torch.where(mask, logits, float("-inf")), dim=-1)
 
 
 # exp(-limit) stays a normal number: fp32's smallest is about exp(-87), fp64's exp(-708)
@@ -152,6 +71,138 @@ def _shift(x: Tensor, p: Tensor, kappa: float) -> Tensor | None:
     return bound if float(2 * bound.max()) < _EXP_RANGE.get(x.dtype, 0.0) else None
 
 
+def _num_den(logits: Tensor, pos: Tensor, counted: Tensor, own_logit: Tensor, shift: Tensor | None):
+    """Per pixel ``num`` and ``den`` (any leading shape) from a block's logits (already minus
+    ``shift`` when given: then they are consumed) and masks over the last dimension."""
+    has_pos = pos.any(-1)
+    if shift is not None:
+        # positives and negatives together are the counted set: with a positive,
+        # den = log sum_counted; without, den = logaddexp(own logit, log sum_counted)
+        E = logits.exp_().mul_(counted)
+        lse_pos = torch.where(pos, E, 0).sum(-1).log_() + shift
+        lse_all = E.sum(-1).log_() + shift
+        num = torch.where(has_pos, lse_pos, own_logit)
+        return num, torch.where(has_pos, lse_all, torch.logaddexp(own_logit, lse_all))
+    num = torch.where(has_pos, _masked_lse(logits, pos), own_logit)
+    return num, torch.logaddexp(num, _masked_lse(logits, counted & ~pos))
+
+
+def _grad_logits(logits: Tensor, pos: Tensor, counted: Tensor, num: Tensor, den: Tensor, go: Tensor,
+                 shift: Tensor | None) -> Tensor:
+    """``d loss / d logit`` times the incoming gradient ``go``: softmax over den's set minus softmax
+    over num's set (logits consumed; minus ``shift`` when given)."""
+    if shift is not None:
+        a_den = (shift - den).exp() * go                   # exp(l - den) = E exp(b - den)
+        a_num = (shift - num).exp() * go
+        g = logits.exp_().mul_(counted)
+        return g.mul_(torch.where(pos, (a_den - a_num)[..., None], a_den[..., None]))
+    # masked logits are -inf before exp, so exp never sees a large positive exponent
+    inf = float("-inf")
+    g = (torch.where(counted, logits, inf) - den[..., None]).exp_()
+    g -= (torch.where(pos, logits, inf) - num[..., None]).exp_()
+    return g.mul_(go[..., None])
+
+
+def _patterns(rel: Relation, rows: slice, limit: int = 64):
+    """``(inv (r,), R (U, m) bool)``: the block's relation as at most ``limit`` distinct rows ``R``
+    (pixels with the same key or the same label / tag set share one) and each pixel's row index;
+    ``None`` when there are more. C has a pattern per class or candidate set, O one per tag set."""
+    if rel.pixel_key is not None:
+        uniq, inv = torch.unique(rel.pixel_key[rows], return_inverse=True)
+        if len(uniq) > limit:
+            return None
+        return inv, uniq[:, None] == rel.segment_key[None, :]
+    sets = rel.pixel_sets(rows)
+    K = sets.shape[1]
+    if K <= 62:  # a set as the bits of one integer: a 1-D unique instead of a row-wise one
+        bits = torch.arange(K, device=sets.device)
+        uniq, inv = torch.unique((sets.long() << bits).sum(1), return_inverse=True)
+        usets = ((uniq[:, None] >> bits) & 1).bool()
+    else:
+        usets, inv = torch.unique(sets, dim=0, return_inverse=True)
+    if len(usets) > limit:
+        return None
+    return inv, (usets.float() @ rel.segment_set.float().T) > 0
+
+
+def _exp_without_own(x: Tensor, p: Tensor, kappa: float, b: Tensor, own_col: Tensor) -> Tensor:
+    """``E = exp(kappa x p^T - b)`` ``(r, m)`` with each pixel's own-segment entry (column
+    ``own_col``, -1: not a candidate) set to 0, without a data-dependent (synchronising) mask."""
+    E = torch.addmm(-b[:, None], x, p.T, alpha=kappa).exp_()
+    ar, col = torch.arange(len(x), device=x.device), own_col.clamp(min=0)
+    E[ar, col] = E[ar, col] * (own_col < 0)
+    return E
+
+
+def _pattern_sums(E: Tensor, inv: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
+    """Row sums of ``E`` over each pixel's related columns and over all columns: one product."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False   # a sum must not drop to TF32's 10-bit mantissa
+    try:
+        T = E @ torch.cat([R.T.to(E.dtype), E.new_ones(R.shape[1], 1)], 1)   # (r, U + 1)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    return T.gather(1, inv[:, None])[:, 0], T[:, -1]
+
+
+class _Groups:
+    """Pixels sorted by group (V: by image) and each group's candidates, padded into a batch of
+    ``G`` blocks ``(G, r_max, D)`` x ``(G, c_max, D)``: every group against its own candidates in a
+    few batched kernels (16 x 16k x 86 at SPML's batch, instead of 262k x 1.4k with a mask).
+    Candidates of a group without pixels are seen by no pixel and left out."""
+
+    def __init__(self, rel: Relation, n: int):
+        dev = rel.pixel_group.device
+        groups, self.row_g, counts = torch.unique_consecutive(rel.pixel_group, return_inverse=True,
+                                                              return_counts=True)
+        self.G, self.r_max = len(groups), int(counts.max())
+        self.row_pos = torch.arange(n, device=dev) - (counts.cumsum(0) - counts)[self.row_g]
+        gi = torch.searchsorted(groups, rel.segment_group).clamp(max=self.G - 1)
+        seen = groups[gi] == rel.segment_group
+        self.order = torch.nonzero(seen)[:, 0]
+        self.order = self.order[torch.argsort(gi[self.order], stable=True)]
+        self.col_g = gi[self.order]
+        c_counts = torch.bincount(self.col_g, minlength=self.G)
+        self.c_max = int(c_counts.max()) if len(self.order) else 0
+        self.col_pos = torch.arange(len(self.order), device=dev) - (c_counts.cumsum(0) - c_counts)[self.col_g]
+
+    def rows(self, t: Tensor, fill) -> Tensor:
+        out = t.new_full((self.G, self.r_max, *t.shape[1:]), fill)
+        out[self.row_g, self.row_pos] = t
+        return out
+
+    def cols(self, t: Tensor, fill) -> Tensor:
+        out = t.new_full((self.G, self.c_max, *t.shape[1:]), fill)
+        out[self.col_g, self.col_pos] = t[self.order]
+        return out
+
+    def unpad_rows(self, t: Tensor) -> Tensor:
+        return t[self.row_g, self.row_pos]
+
+    def blocks(self, x: Tensor, p: Tensor, rel: Relation, kappa: float, shift: Tensor | None, chunk: int):
+        """Yield ``(row slice of the padded axis, logits, pos, counted)``, each ``(G, rc, c_max)``."""
+        xp, pp = self.rows(x, 0), self.cols(p, 0).transpose(1, 2)
+        bp = None if shift is None else self.rows(shift, 0)
+        own = self.rows(rel.own, -1)
+        seg = self.cols(rel.segments, -1)
+        valid = self.cols(torch.ones_like(rel.segments, dtype=torch.bool), False)
+        if rel.pixel_key is not None:
+            rk, ck = self.rows(rel.pixel_key, -1), self.cols(rel.segment_key, -2)
+        else:
+            rk, ck = self.rows(rel.pixel_sets().float(), 0), self.cols(rel.segment_set.float(), 0).transpose(1, 2)
+        step = max(1, chunk // max(self.G, 1))
+        for r0 in range(0, self.r_max, step):
+            rs = slice(r0, min(r0 + step, self.r_max))
+            if bp is None:
+                logits = kappa * torch.bmm(xp[:, rs], pp)
+            else:
+                logits = torch.baddbmm(-bp[:, rs, None], xp[:, rs], pp, alpha=kappa)
+            counted = valid[:, None, :] & (seg[:, None, :] != own[:, rs, None])
+            related = rk[:, rs, None] == ck[:, None, :] if rel.pixel_key is not None \
+                else torch.bmm(rk[:, rs], ck) > 0
+            yield rs, logits, related & counted, counted, xp, pp
+
+
 class _SegSortFunction(torch.autograd.Function):
     """Per-pixel SegSort+ loss ``(n,)`` from ``x (n, D)``, ``p (m, D)`` (the relation's candidate
     prototypes, in ``rel.segments`` order) and ``p_own (n, D)`` (each pixel's own prototype).
@@ -161,54 +212,55 @@ class _SegSortFunction(torch.autograd.Function):
     per block then gives both log-sums as masked sums (``log sum E + b_i``) and, in backward, both
     softmaxes as ``E`` times a per-row factor, instead of a max / subtract / exp / log pass per mask.
     Otherwise the same quantities come from ``logsumexp`` over ``-inf``-masked logits.
+
+    Three layouts: relations with groups (V) and pixels sorted by group as padded per-group blocks
+    (``_Groups``); relations whose rows take few distinct values (C, O) with the sums as one matrix
+    product against those rows (``_patterns``, fast path only); otherwise row chunks with masks.
     """
 
     @staticmethod
     def forward(ctx, x, p, p_own, rel, kappa, chunk):
         n = x.shape[0]
         own_logit = kappa * (x * p_own).sum(1)
-        num, den = torch.empty_like(own_logit), torch.empty_like(own_logit)
         shift = _shift(x, p, kappa)
-        blocks = _blocks(rel, n, chunk)
-        size = int(torch.maximum(rel.segments.max(), rel.own.max())) + 1 if n and len(rel.segments) else 1
-        pats: list = []
-        for rows, cols in blocks:
-            b = None if shift is None else shift[rows]
-            pc = p if cols is None else p[cols]
-            # every candidate visible (no groups, or a group block): the relation has few distinct
-            # rows, so the two sums are one matrix product with them, no (r, c) masks at all
-            pat = _patterns(rel, rows, cols) if shift is not None and (rel.pixel_group is None or cols is not None) \
-                else None
-            pats.append(pat)
-            if pat is not None:
-                inv, R = pat
-                own_col = _own_column(rel, rows, cols, size)
-                E = _exp_without_own(x[rows], pc, kappa, b, own_col)
-                with _exact_matmul():
-                    T = E @ torch.cat([R.T.to(E.dtype), E.new_ones(R.shape[1], 1)], 1)   # (r, U + 1)
-                own_related = (own_col >= 0) & R[inv, own_col.clamp(min=0)]
-                has_pos = (R.sum(1)[inv] - own_related.long()) > 0
-                lse_pos = T.gather(1, inv[:, None])[:, 0].log_() + b
-                lse_all = T[:, -1].log() + b
-                num[rows] = torch.where(has_pos, lse_pos, own_logit[rows])
-                den[rows] = torch.where(has_pos, lse_all, torch.logaddexp(own_logit[rows], lse_all))
-                continue
-            logits, pos, counted = _block(x[rows], pc, rel, rows, cols, kappa, b)
-            has_pos = pos.any(1)
-            if shift is not None:
-                # positives and negatives together are the counted set: with a positive,
-                # den = log sum_counted; without, den = logaddexp(own logit, log sum_counted)
-                E = logits.exp_().mul_(counted)
-                lse_pos = torch.where(pos, E, 0).sum(1).log_() + b
-                lse_all = E.sum(1).log_() + b
-                num[rows] = torch.where(has_pos, lse_pos, own_logit[rows])
-                den[rows] = torch.where(has_pos, lse_all, torch.logaddexp(own_logit[rows], lse_all))
-            else:
-                num[rows] = torch.where(has_pos, _masked_lse(logits, pos), own_logit[rows])
-                neg = counted.logical_xor_(pos)                           # counted & ~pos
-                den[rows] = torch.logaddexp(num[rows], _masked_lse(logits, neg))
+        g = rel.pixel_group
+        groups = _Groups(rel, n) if g is not None and n and not bool((g[1:] < g[:-1]).any()) else None
+        ctx.groups, ctx.pats, ctx.lookup = groups, [], None
+        if groups is not None:
+            num_p = own_logit.new_zeros(groups.G, groups.r_max)
+            den_p = torch.zeros_like(num_p)
+            ol, sp = groups.rows(own_logit, 0), None if shift is None else groups.rows(shift, 0)
+            for rs, logits, pos, counted, _, _ in groups.blocks(x, p, rel, kappa, shift, chunk):
+                num_p[:, rs], den_p[:, rs] = _num_den(logits, pos, counted, ol[:, rs],
+                                                      None if sp is None else sp[:, rs])
+            num, den = groups.unpad_rows(num_p), groups.unpad_rows(den_p)
+        else:
+            num, den = torch.empty_like(own_logit), torch.empty_like(own_logit)
+            if shift is not None and g is None:
+                # the own segment's column among the candidates (-1: not one), via a lookup table
+                size = int(torch.maximum(rel.segments.max(), rel.own.max())) + 1 if n and len(rel.segments) else 1
+                ctx.lookup = torch.full((size,), -1, dtype=torch.long, device=x.device)
+                ctx.lookup[rel.segments] = torch.arange(len(rel.segments), device=x.device)
+            for start in range(0, n, chunk):
+                rows = slice(start, min(start + chunk, n))
+                b = None if shift is None else shift[rows]
+                pat = _patterns(rel, rows) if ctx.lookup is not None else None
+                ctx.pats.append(pat)
+                if pat is not None:
+                    # few distinct relation rows: both sums are one matrix product, no (r, m) masks
+                    inv, R = pat
+                    own_col = ctx.lookup[rel.own[rows]]
+                    S_pos, S_all = _pattern_sums(_exp_without_own(x[rows], p, kappa, b, own_col), inv, R)
+                    own_related = (own_col >= 0) & R[inv, own_col.clamp(min=0)]
+                    has_pos = (R.sum(1)[inv] - own_related.long()) > 0
+                    lse_all = S_all.log() + b
+                    num[rows] = torch.where(has_pos, S_pos.log() + b, own_logit[rows])
+                    den[rows] = torch.where(has_pos, lse_all, torch.logaddexp(own_logit[rows], lse_all))
+                    continue
+                logits, pos, counted = _block(x[rows], p, rel, rows, kappa, b)
+                num[rows], den[rows] = _num_den(logits, pos, counted, own_logit[rows], b)
         ctx.save_for_backward(x, p, p_own, own_logit, num, den)
-        ctx.rel, ctx.kappa, ctx.blocks, ctx.pats, ctx.size = rel, kappa, blocks, pats, size
+        ctx.rel, ctx.kappa, ctx.chunk = rel, kappa, chunk
         return den - num
 
     @staticmethod
@@ -220,46 +272,53 @@ class _SegSortFunction(torch.autograd.Function):
 
     @staticmethod
     def _backward(x, p, p_own, own_logit, num, den, grad_loss, ctx):
-        rel, kappa = ctx.rel, ctx.kappa
-        grad_x, grad_p, grad_own = torch.empty_like(x), torch.zeros_like(p), torch.empty_like(p_own)
-        inf = float("-inf")
+        rel, kappa, chunk = ctx.rel, ctx.kappa, ctx.chunk
+        n = x.shape[0]
+        grad_x, grad_p = torch.empty_like(x), torch.zeros_like(p)
+        go_all = grad_loss.to(x.dtype)
         shift = _shift(x, p, kappa)
-        for (rows, cols), pat in zip(ctx.blocks, ctx.pats):
-            xc, go = x[rows], grad_loss[rows].to(x.dtype)
-            b = None if shift is None else shift[rows]
-            pc = p if cols is None else p[cols]
-            # d loss / d logit: softmax over den's set minus softmax over num's set
-            if pat is not None:
-                inv, R = pat
-                own_col = _own_column(rel, rows, cols, ctx.size)
-                own_related = (own_col >= 0) & R[inv, own_col.clamp(min=0)]
-                has_pos = (R.sum(1)[inv] - own_related.long()) > 0
-                a_den = (b - den[rows]).exp() * go
-                a_num = (b - num[rows]).exp() * go
-                g = _exp_without_own(xc, pc, kappa, b, own_col)
-                g *= torch.where(R[inv], (a_den - a_num)[:, None], a_den[:, None])
-            elif shift is not None:
-                logits, pos, counted = _block(xc, pc, rel, rows, cols, kappa, b)
-                has_pos = pos.any(1)
-                a_den = (b - den[rows]).exp() * go          # exp(l - den) = E exp(b - den)
-                a_num = (b - num[rows]).exp() * go
-                g = logits.exp_().mul_(counted)
-                g *= torch.where(pos, (a_den - a_num)[:, None], a_den[:, None])
-            else:
-                logits, pos, counted = _block(xc, pc, rel, rows, cols, kappa, b)
-                has_pos = pos.any(1)
-                # masked logits are -inf before exp, so exp never sees a large positive exponent
-                g = (torch.where(counted, logits, inf) - den[rows, None]).exp_()
-                g -= (torch.where(pos, logits, inf) - num[rows, None]).exp_()
-                g *= go[:, None]
-            # the own segment carries gradient only as the fallback numerator
-            g_own = torch.where(has_pos, torch.zeros_like(go), (own_logit[rows] - den[rows]).exp() - 1) * go
-            grad_x[rows] = kappa * (g @ pc + g_own[:, None] * p_own[rows])
-            if cols is None:
+        has_pos = torch.empty(n, dtype=torch.bool, device=x.device)
+        groups = ctx.groups
+        if groups is not None:
+            gxp = torch.zeros(groups.G, groups.r_max, x.shape[1], dtype=x.dtype, device=x.device)
+            gpp = torch.zeros(groups.G, groups.c_max, x.shape[1], dtype=x.dtype, device=x.device)
+            hp = torch.zeros(groups.G, groups.r_max, dtype=torch.bool, device=x.device)
+            nump, denp, gop = groups.rows(num, 0), groups.rows(den, 0), groups.rows(go_all, 0)
+            sp = None if shift is None else groups.rows(shift, 0)
+            for rs, logits, pos, counted, xp, pp in groups.blocks(x, p, rel, kappa, shift, chunk):
+                hp[:, rs] = pos.any(-1)
+                g = _grad_logits(logits, pos, counted, nump[:, rs], denp[:, rs], gop[:, rs],
+                                 None if sp is None else sp[:, rs])
+                gxp[:, rs] = kappa * torch.bmm(g, pp.transpose(1, 2))
+                gpp += kappa * torch.bmm(g.transpose(1, 2), xp[:, rs])
+            grad_x.copy_(groups.unpad_rows(gxp))
+            grad_p.index_add_(0, groups.order, gpp[groups.col_g, groups.col_pos])
+            has_pos = groups.unpad_rows(hp)
+        else:
+            for k, start in enumerate(range(0, n, chunk)):
+                rows = slice(start, min(start + chunk, n))
+                xc, go = x[rows], go_all[rows]
+                b = None if shift is None else shift[rows]
+                pat = ctx.pats[k] if ctx.pats else None
+                if pat is not None:
+                    inv, R = pat
+                    own_col = ctx.lookup[rel.own[rows]]
+                    own_related = (own_col >= 0) & R[inv, own_col.clamp(min=0)]
+                    has_pos[rows] = (R.sum(1)[inv] - own_related.long()) > 0
+                    a_den = (b - den[rows]).exp() * go
+                    a_num = (b - num[rows]).exp() * go
+                    g = _exp_without_own(xc, p, kappa, b, own_col)
+                    g *= torch.where(R[inv], (a_den - a_num)[:, None], a_den[:, None])
+                else:
+                    logits, pos, counted = _block(xc, p, rel, rows, kappa, b)
+                    has_pos[rows] = pos.any(1)
+                    g = _grad_logits(logits, pos, counted, num[rows], den[rows], go, b)
+                grad_x[rows] = kappa * (g @ p)
                 grad_p += kappa * (g.T @ xc)
-            else:
-                grad_p.index_add_(0, cols, kappa * (g.T @ xc))
-            grad_own[rows] = kappa * g_own[:, None] * xc
+        # the own segment carries gradient only as the fallback numerator
+        g_own = torch.where(has_pos, torch.zeros_like(go_all), (own_logit - den).exp() - 1) * go_all
+        grad_x += kappa * g_own[:, None] * p_own
+        grad_own = kappa * g_own[:, None] * x
         return grad_x, grad_p, grad_own, None, None, None
 
 

@@ -329,22 +329,25 @@ def test_cuda_matches_the_dense_reference(name):
         torch.testing.assert_close(a.double(), b, atol=1e-5, rtol=0)
 
 
-def test_grouped_relation_is_computed_per_group_and_unsorted_falls_back():
-    from spml_train.loss import _blocks
+def test_grouped_relation_is_padded_per_group_and_unsorted_falls_back():
+    from spml_train.loss import _Groups
 
     sets, emb, g = random_problem(4)
     rel = sets.relations["V"]
-    blocks = _blocks(rel, len(rel), 10_000)
-    assert len(blocks) == 3 and all(cols is not None for _, cols in blocks)     # one block per image
-    for rows, cols in blocks:
-        assert (rel.pixel_group[rows] == rel.segment_group[cols][0]).all()
-        assert (rel.segment_group[cols] == rel.segment_group[cols][0]).all()
+    groups = _Groups(rel, len(rel))
+    assert groups.G == 3                                         # one block per image
+    # each padded block holds one image's pixels and that image's segments only
+    rows = groups.rows(rel.pixel_group, -1)
+    cols = groups.cols(rel.segment_group, -1)
+    for b in range(groups.G):
+        r, c = rows[b][rows[b] >= 0], cols[b][cols[b] >= 0]
+        assert (r == r[0]).all() and (c == r[0]).all()
+    assert torch.equal(groups.unpad_rows(groups.rows(rel.own, -1)), rel.own)
     # the same relation with its pixels shuffled: full rows with the visibility mask, same value
     perm = torch.randperm(len(rel), generator=g)
     shuffled = Relation("V", rel.pixels[perm], rel.own[perm], rel.segments, pixel_key=rel.pixel_key[perm],
                         segment_key=rel.segment_key, pixel_group=rel.pixel_group[perm],
                         segment_group=rel.segment_group)
-    assert _blocks(shuffled, len(shuffled), 10_000)[0][1] is None
     loc = location_features(emb)
     protos = segment_prototypes(loc, sets.pixel_segment, sets.num_batch_segments)
     torch.testing.assert_close(segsort_loss(loc, protos, shuffled, 16.0), segsort_loss(loc, protos, rel, 16.0))
@@ -372,8 +375,8 @@ def test_patterns_group_pixels_by_relation_row():
     sets, _, _ = random_problem(6, candidates=True)
     for name in ("C", "O"):
         rel = sets.relations[name]
-        inv, R = _patterns(rel, slice(None), None)
+        inv, R = _patterns(rel, slice(None))
         full = rel.relation()
         assert torch.equal(R[inv], full)   # each pixel's row is its pattern's row
         assert len(R) < len(rel)           # far fewer patterns than pixels
-    assert _patterns(sets.relations["O"], slice(None), None, limit=1) is None
+    assert _patterns(sets.relations["O"], slice(None), limit=1) is None
