@@ -7,8 +7,8 @@ stage      does                                                         recipes
 =========  ===========================================================  ==================
 cam        tag classifier, CAM labels for relation C (``pseudo/cam.py``)  tags, boxes
 stage1     SPML training of the embedding and joint head (``engine.py``)  all
-pseudo1    dense pseudo labels: scores, random walk, CRF (``pseudo/``)    weak
-stage2     fresh head on the frozen embedding (``pseudo/stage2.py``)      weak
+pseudo1    dense pseudo labels: scores, random walk, CRF (``pseudo/``)    weak (full: gt)
+stage2     fresh head on the frozen embedding (``pseudo/stage2.py``)      all (full: on gt)
 pseudo2    pseudo labels from the first stage-2 classifier                tags (2 rounds)
 stage2b    the second stage-2 classifier                                  tags (2 rounds)
 =========  ===========================================================  ==================
@@ -116,8 +116,10 @@ def plan(cfg) -> list[str]:
     weak = not d.full_supervision
     stages = ["cam"] if weak and d.cam.enabled and d.kind in ("tags", "boxes") else []
     stages.append("stage1")
-    if weak and cfg.stage2.enabled:
-        for r in range(cfg.stage2.rounds):
+    if cfg.stage2.enabled:
+        # full supervision too: its stage-2 head trains on the ground truth (pseudo1 copies it), so
+        # the fully supervised bound gets the same extra classifier as the weak recipes
+        for r in range(cfg.stage2.rounds if weak else 1):
             stages += [f"pseudo{r + 1}", "stage2" + ("" if r == 0 else chr(ord("a") + r))]
     return stages
 
@@ -212,9 +214,11 @@ def run(cfg, run_dir: Path) -> dict | None:
     # ---- pseudo labels and stage-2 classifiers
     scorer, prev = model, s1
     cam_model = _load_cam(cfg, cam, len(vocab.foreground), device) if cam and d.kind == "tags" else None
-    for r in range(cfg.stage2.rounds if "pseudo1" in todo else 0):
+    for r in range(sum(s.startswith("pseudo") for s in todo)):
         # tags start from CAMs: the CAM stage's classifier, or the external CAM arrays (data.cam.dir)
         source = "cam" if d.kind == "tags" and r == 0 and cam is not None else "head"
+        if d.full_supervision:
+            source = "gt"
         inputs = [s1] + ([cam] if source == "cam" else []) + ([prev] if prev is not s1 else [])
         ps = stages.open(f"pseudo{r + 1}", {**_section(cfg, "pseudo", "data.kind"), "source": source}, inputs)
         if not ps.done:
@@ -296,7 +300,11 @@ def _pseudo_stage(cfg, model, scorer, cam_model, source: str, train_dir: Path, o
     from spml_train.data import normalize
     from spml_train.pseudo.labels import box_mask, present_classes, pseudo_label, relabel_split
 
-    params = _pseudo_params(cfg, source)
+    import io
+
+    from PIL import Image
+
+    params = _pseudo_params(cfg, "head" if source == "gt" else source)
     kind, C = cfg.data.kind, len(vocab)
     perm = torch.as_tensor(np.asarray(flip_perm)[:C], device=device).long() if cfg.data.flip_pairs else None
 
@@ -312,6 +320,11 @@ def _pseudo_stage(cfg, model, scorer, cam_model, source: str, train_dir: Path, o
     seen = {"n": 0}
 
     def label(row: dict, rgb: np.ndarray, weak: np.ndarray) -> np.ndarray:
+        if source == "gt":  # the fully supervised bound: the stage-2 head learns the ground truth
+            if not row.get("gt"):
+                raise ValueError(f"{train_dir}: item {row['image_id']!r} has no gt; full supervision needs "
+                                 f"a split converted with --gt always")
+            return np.array(Image.open(io.BytesIO(row["gt"]["bytes"])))
         if limit and seen["n"] >= limit:
             return np.where(weak < C, weak, vocab.ignore).astype(np.uint8)  # beyond the limit: weak labels only
         seen["n"] += 1

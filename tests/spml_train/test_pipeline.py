@@ -30,7 +30,7 @@ def _tiny(recipe: str, run_dir, *more: str):
     ("toy_boxes", ["cam", "stage1", "pseudo1", "stage2"]),
     ("toy_scribbles", ["stage1", "pseudo1", "stage2"]),
     ("toy_points", ["stage1", "pseudo1", "stage2"]),
-    ("toy_full", ["stage1"]),
+    ("toy_full", ["stage1", "pseudo1", "stage2"]),
     ("voc_tags", ["cam", "stage1", "pseudo1", "stage2", "pseudo2", "stage2b"]),
     ("voc_scribbles", ["stage1", "pseudo1", "stage2"]),
 ])
