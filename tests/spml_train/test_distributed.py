@@ -63,17 +63,22 @@ def _train_worker(rank: int, size: int, port: int, run_dir: str) -> None:
     register()
     with initialize(version_base="1.3", config_path=None):
         cfg = compose(config_name="spml", overrides=[
-            "recipe=toy_scribbles", f"run.dir={run_dir}", "data.shapes.num_train=16", "data.shapes.num_val=4",
+            "recipe=toy_boxes", f"run.dir={run_dir}", "data.shapes.num_train=16", "data.shapes.num_val=4",
             "data.workers=0", "data.batch_size=4", "optim.iterations=3", "run.progress=false",
-            "stage2.enabled=false"])
+            "data.cam.iterations=2", "stage2.iterations=2"])
     metrics = pipeline.run(cfg, Path(run_dir))
     assert (metrics is not None) == (rank == 0)  # rank 0 evaluates and reports
 
 
 @pytest.mark.slow
 def test_two_ranks_train_and_rank0_evaluates(tmp_path):
+    """Every stage under two ranks: the CAM stage on rank 0 while rank 1 waits, stage 1 on both,
+    then rank 0 alone for the pseudo labels and stage 2 (rank 1 returns)."""
     run_dir = tmp_path / "ddp"
     mp.spawn(_train_worker, args=(2, _free_port(), str(run_dir)), nprocs=2, join=True)
+    dirs = stage_dirs(run_dir)
+    assert list(dirs) == ["cam", "stage1", "pseudo1", "stage2"]
+    assert all((d / "done.json").is_file() for d in dirs.values())
     assert (run_dir / "metrics.json").is_file() and (stage_dirs(run_dir)["stage1"] / "checkpoints" / "last.pt").is_file()
     logged = (stage_dirs(run_dir)["stage1"] / "log.jsonl").read_text().splitlines()
     assert logged  # rank 0 logs
