@@ -140,8 +140,11 @@ def main() -> None:
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
     C, B = 21, args.batch
+    from spml_train import loss_triton
+
     r: dict = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "batch": B,
-               "size": args.size, "backbone": args.backbone}
+               "size": args.size, "backbone": args.backbone,
+               "fused_loss": loss_triton.available(torch.empty(0, device=dev))}
 
     model = build_model(args.backbone, "aspp", 64, C, weights="none")
     freeze_stem(model)

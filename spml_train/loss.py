@@ -37,6 +37,8 @@ from torch import Tensor
 
 from weaklabels.segsets import Relation, SegmentSets
 
+from . import loss_triton
+
 from .segments import segment_prototypes, with_location
 
 
@@ -225,7 +227,7 @@ class _SegSortFunction(torch.autograd.Function):
         shift = _shift(x, p, kappa)
         g = rel.pixel_group
         groups = _Groups(rel, n) if g is not None and n and not bool((g[1:] < g[:-1]).any()) else None
-        ctx.groups, ctx.pats, ctx.lookup = groups, [], None
+        ctx.groups, ctx.pats, ctx.lookup, ctx.fused = groups, [], None, None
         if groups is not None:
             num_p = own_logit.new_zeros(groups.G, groups.r_max)
             den_p = torch.zeros_like(num_p)
@@ -241,7 +243,20 @@ class _SegSortFunction(torch.autograd.Function):
                 size = int(torch.maximum(rel.segments.max(), rel.own.max())) + 1 if n and len(rel.segments) else 1
                 ctx.lookup = torch.full((size,), -1, dtype=torch.long, device=x.device)
                 ctx.lookup[rel.segments] = torch.arange(len(rel.segments), device=x.device)
-            for start in range(0, n, chunk):
+                if loss_triton.available(x) and x.dtype == torch.float32 and n and len(rel.segments):
+                    ctx.fused = _patterns(rel, slice(None), limit=4096)
+            if ctx.fused is not None:
+                # fused kernels (CUDA): the logits live in registers, tile by tile
+                inv, R = ctx.fused
+                own_col = ctx.lookup[rel.own]
+                S_pos, S_all = loss_triton.sums(x, p, shift, own_col, inv, R, kappa)
+                own_related = (own_col >= 0) & R[inv, own_col.clamp(min=0)]
+                has_pos = (R.sum(1)[inv] - own_related.long()) > 0
+                lse_all = S_all.log() + shift
+                num = torch.where(has_pos, S_pos.log() + shift, own_logit)
+                den = torch.where(has_pos, lse_all, torch.logaddexp(own_logit, lse_all))
+                chunk = n  # no chunks below
+            for start in range(0, n if ctx.fused is None else 0, chunk):
                 rows = slice(start, min(start + chunk, n))
                 b = None if shift is None else shift[rows]
                 pat = _patterns(rel, rows) if ctx.lookup is not None else None
@@ -294,6 +309,14 @@ class _SegSortFunction(torch.autograd.Function):
             grad_x.copy_(groups.unpad_rows(gxp))
             grad_p.index_add_(0, groups.order, gpp[groups.col_g, groups.col_pos])
             has_pos = groups.unpad_rows(hp)
+        elif ctx.fused is not None:
+            inv, R = ctx.fused
+            own_col = ctx.lookup[rel.own]
+            own_related = (own_col >= 0) & R[inv, own_col.clamp(min=0)]
+            has_pos = (R.sum(1)[inv] - own_related.long()) > 0
+            a_den = (shift - den).exp() * go_all
+            a_num = (shift - num).exp() * go_all
+            grad_x, grad_p = loss_triton.grads(x, p, shift, own_col, inv, R, kappa, a_den, a_num)
         else:
             for k, start in enumerate(range(0, n, chunk)):
                 rows = slice(start, min(start + chunk, n))

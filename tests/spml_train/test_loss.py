@@ -380,3 +380,27 @@ def test_patterns_group_pixels_by_relation_row():
         assert torch.equal(R[inv], full)   # each pixel's row is its pattern's row
         assert len(R) < len(rel)           # far fewer patterns than pixels
     assert _patterns(sets.relations["O"], slice(None), limit=1) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_fused_kernels_match_the_torch_path(monkeypatch):
+    """Random per-pixel sets (up to 256 distinct relation rows) at a size with many tiles."""
+    import spml_train.loss_triton as LT
+
+    if LT.triton is None:
+        pytest.skip("triton is not installed")
+    g = torch.Generator().manual_seed(11)
+    n, m, D = 5000, 700, 64
+    dev = torch.device("cuda")
+    x = unit(n, D, gen=g).to(dev)
+    p = unit(m, D, gen=g).to(dev)
+    own = torch.randint(0, m, (n,), generator=g).to(dev)
+    rel = Relation("O", torch.arange(n, device=dev), own, torch.arange(m, device=dev),
+                   pixel_set=(torch.rand(n, 8, generator=g) < 0.3).to(dev),
+                   segment_set=(torch.rand(m, 8, generator=g) < 0.3).to(dev))
+    fused = value_and_grads(lambda e, q: segsort_loss(e, q, rel, 12.0), x, p)
+    monkeypatch.setenv("SPML_FUSED", "0")
+    plain = value_and_grads(lambda e, q: segsort_loss(e, q, rel, 12.0), x, p)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -1,0 +1,139 @@
+"""SegSort+'s sums as fused Triton kernels: the n x m logits never exist in memory.
+
+``loss.py`` computes, per block of pixels, ``E = exp(kappa x p^T - b)`` and masked sums of it, as
+several passes over ``(rows, m)`` tensors. Here each program keeps a tile of logits in registers:
+
+* ``_forward``: per pixel ``S_pos = sum_k E_ik [related] [k != own]`` and ``S_all = sum_k E_ik [k != own]``;
+* ``_grad_x``: ``sum_k g_ik p_k`` with ``g_ik = E_ik (a_i - c_i [related])`` on the counted set;
+* ``_grad_p``: ``sum_i g_ik x_i`` per candidate (a second pass, tiles of candidates).
+
+The relation is given as distinct rows ``R (U, m)`` and each pixel's row index (``loss._patterns``),
+the own segment as a column index (-1: not a candidate); every candidate is visible (relations
+without groups). Products run in full fp32 (``input_precision="ieee"``), as the torch path.
+
+Used by ``loss.py`` on CUDA when Triton is installed; ``SPML_TRITON_INTERPRET=1`` (with
+``TRITON_INTERPRET=1``) runs the same kernels on the CPU for testing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the CPU install: loss.py keeps its torch path
+    triton = None
+
+BLOCK_N, BLOCK_M = 64, 64
+
+
+def available(x: Tensor) -> bool:
+    """Triton installed, a CUDA tensor (or the interpreter for tests), and not switched off with
+    ``SPML_FUSED=0``."""
+    if triton is None or os.environ.get("SPML_FUSED") == "0":
+        return False
+    return x.is_cuda or os.environ.get("SPML_TRITON_INTERPRET") == "1"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _tile(x_ptr, p_ptr, b_ptr, own_ptr, inv_ptr, r_ptr, rows, cols, n, m, kappa, D: tl.constexpr):
+        """E (with the own column and padding zeroed) and the related mask of one tile."""
+        d = tl.arange(0, D)
+        x = tl.load(x_ptr + rows[:, None] * D + d[None, :], mask=rows[:, None] < n, other=0.0)
+        p = tl.load(p_ptr + cols[:, None] * D + d[None, :], mask=cols[:, None] < m, other=0.0)
+        b = tl.load(b_ptr + rows, mask=rows < n, other=0.0)
+        own = tl.load(own_ptr + rows, mask=rows < n, other=-1)
+        u = tl.load(inv_ptr + rows, mask=rows < n, other=0)
+        logits = tl.dot(x, tl.trans(p), input_precision="ieee") * kappa - b[:, None]
+        counted = (cols[None, :] < m) & (rows[:, None] < n) & (cols[None, :] != own[:, None])
+        E = tl.where(counted, tl.exp(logits), 0.0)
+        rel = tl.load(r_ptr + u[:, None].to(tl.int64) * m + cols[None, :], mask=counted, other=0) != 0
+        return E, rel, x, p
+
+    @triton.jit
+    def _forward(x_ptr, p_ptr, b_ptr, own_ptr, inv_ptr, r_ptr, spos_ptr, sall_ptr, n, m, kappa,
+                 D: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr):
+        rows = tl.program_id(0) * BN + tl.arange(0, BN)
+        s_pos = tl.zeros((BN,), tl.float32)
+        s_all = tl.zeros((BN,), tl.float32)
+        for c0 in range(0, m, BM):
+            cols = c0 + tl.arange(0, BM)
+            E, rel, x, p = _tile(x_ptr, p_ptr, b_ptr, own_ptr, inv_ptr, r_ptr, rows, cols, n, m, kappa, D)
+            s_all += tl.sum(E, 1)
+            s_pos += tl.sum(tl.where(rel, E, 0.0), 1)
+        tl.store(spos_ptr + rows, s_pos, mask=rows < n)
+        tl.store(sall_ptr + rows, s_all, mask=rows < n)
+
+    @triton.jit
+    def _grad_x(x_ptr, p_ptr, b_ptr, own_ptr, inv_ptr, r_ptr, a_ptr, c_ptr, gx_ptr, n, m, kappa,
+                D: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr):
+        rows = tl.program_id(0) * BN + tl.arange(0, BN)
+        a = tl.load(a_ptr + rows, mask=rows < n, other=0.0)
+        c = tl.load(c_ptr + rows, mask=rows < n, other=0.0)
+        acc = tl.zeros((BN, D), tl.float32)
+        for c0 in range(0, m, BM):
+            cols = c0 + tl.arange(0, BM)
+            E, rel, x, p = _tile(x_ptr, p_ptr, b_ptr, own_ptr, inv_ptr, r_ptr, rows, cols, n, m, kappa, D)
+            g = E * (a[:, None] - tl.where(rel, c[:, None], 0.0))
+            acc += tl.dot(g, p, input_precision="ieee")
+        d = tl.arange(0, D)
+        tl.store(gx_ptr + rows[:, None] * D + d[None, :], acc * kappa, mask=rows[:, None] < n)
+
+    @triton.jit
+    def _grad_p(x_ptr, p_ptr, b_ptr, own_ptr, inv_ptr, r_ptr, a_ptr, c_ptr, gp_ptr, n, m, kappa,
+                D: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr):
+        cols = tl.program_id(0) * BM + tl.arange(0, BM)
+        acc = tl.zeros((BM, D), tl.float32)
+        for r0 in range(0, n, BN):
+            rows = r0 + tl.arange(0, BN)
+            a = tl.load(a_ptr + rows, mask=rows < n, other=0.0)
+            c = tl.load(c_ptr + rows, mask=rows < n, other=0.0)
+            E, rel, x, p = _tile(x_ptr, p_ptr, b_ptr, own_ptr, inv_ptr, r_ptr, rows, cols, n, m, kappa, D)
+            g = E * (a[:, None] - tl.where(rel, c[:, None], 0.0))
+            acc += tl.dot(tl.trans(g), x, input_precision="ieee")
+        d = tl.arange(0, D)
+        tl.store(gp_ptr + cols[:, None] * D + d[None, :], acc * kappa, mask=cols[:, None] < m)
+
+
+def _pad(t: Tensor, D: int) -> Tensor:
+    """``(k, d)`` fp32, contiguous, zero-padded to ``D`` columns (a power of two >= 16 for tl.dot)."""
+    t = t.float()
+    if t.shape[1] < D:
+        t = torch.nn.functional.pad(t, (0, D - t.shape[1]))
+    return t.contiguous()
+
+
+def _dim(d: int) -> int:
+    return max(16, 1 << (d - 1).bit_length())
+
+
+def sums(x: Tensor, p: Tensor, b: Tensor, own_col: Tensor, inv: Tensor, R: Tensor, kappa: float):
+    """``(S_pos, S_all)``, each ``(n,)``: see the module docstring."""
+    n, m, D = x.shape[0], p.shape[0], _dim(x.shape[1])
+    s_pos, s_all = x.new_empty(n, dtype=torch.float32), x.new_empty(n, dtype=torch.float32)
+    _forward[(triton.cdiv(n, BLOCK_N),)](
+        _pad(x, D), _pad(p, D), b.float().contiguous(), own_col.contiguous(), inv.int().contiguous(),
+        R.to(torch.int8).contiguous(), s_pos, s_all, n, m, float(kappa), D=D, BN=BLOCK_N, BM=BLOCK_M)
+    return s_pos, s_all
+
+
+def grads(x: Tensor, p: Tensor, b: Tensor, own_col: Tensor, inv: Tensor, R: Tensor, kappa: float,
+          a: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """``(grad_x (n, d), grad_p (m, d))`` of ``sum_ik g_ik l_ik`` with ``g = E (a_i - c_i [related])``
+    on the counted set, ``l = kappa x p^T``."""
+    n, m, d = x.shape[0], p.shape[0], x.shape[1]
+    D = _dim(d)
+    xp, pp = _pad(x, D), _pad(p, D)
+    args = (xp, pp, b.float().contiguous(), own_col.contiguous(), inv.int().contiguous(), R.to(torch.int8).contiguous(),
+            a.float().contiguous(), c.float().contiguous())
+    gx = torch.empty(n, D, dtype=torch.float32, device=x.device)
+    gp = torch.empty(m, D, dtype=torch.float32, device=x.device)
+    _grad_x[(triton.cdiv(n, BLOCK_N),)](*args, gx, n, m, float(kappa), D=D, BN=BLOCK_N, BM=BLOCK_M)
+    _grad_p[(triton.cdiv(m, BLOCK_M),)](*args, gp, n, m, float(kappa), D=D, BN=BLOCK_N, BM=BLOCK_M)
+    return gx[:, :d].to(x.dtype), gp[:, :d].to(p.dtype)
