@@ -12,11 +12,13 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-python3}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 "$PY" benchmarks/segsets.py --repeats 20 | tee /tmp/segsets.txt
-# the loss's torch path first (SPML_FUSED=0), then the default (fused Triton kernels when installed)
-SPML_FUSED=0 "$PY" benchmarks/gpu_check.py "$@" | tee /tmp/gpu_check_torch.txt
 "$PY" benchmarks/gpu_check.py "$@" | tee /tmp/gpu_check.txt
+# the fused Triton kernels of the loss (opt-in, SPML_FUSED=1): GPU_CHECK_FUSED=1 times them too
+if [ "${GPU_CHECK_FUSED:-0}" = 1 ]; then
+  SPML_FUSED=1 "$PY" benchmarks/gpu_check.py "$@" | tee /tmp/gpu_check_fused.txt
+  if [ -n "${OUT:-}" ]; then tail -n 1 /tmp/gpu_check_fused.txt > "$OUT/gpu_check_fused.json"; fi
+fi
 if [ -n "${OUT:-}" ]; then
-  tail -n 1 /tmp/gpu_check_torch.txt > "$OUT/gpu_check_torch.json"
   tail -n 1 /tmp/gpu_check.txt > "$OUT/gpu_check.json"
   tail -n 1 /tmp/segsets.txt > "$OUT/segsets.json"
 fi

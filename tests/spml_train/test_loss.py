@@ -399,6 +399,7 @@ def test_cuda_fused_kernels_match_the_torch_path(monkeypatch):
     rel = Relation("O", torch.arange(n, device=dev), own, torch.arange(m, device=dev),
                    pixel_set=(torch.rand(n, 8, generator=g) < 0.3).to(dev),
                    segment_set=(torch.rand(m, 8, generator=g) < 0.3).to(dev))
+    monkeypatch.setenv("SPML_FUSED", "1")
     fused = value_and_grads(lambda e, q: segsort_loss(e, q, rel, 12.0), x, p)
     monkeypatch.setenv("SPML_FUSED", "0")
     plain = value_and_grads(lambda e, q: segsort_loss(e, q, rel, 12.0), x, p)
