@@ -1,9 +1,15 @@
-"""``python -m spml_train recipe=NAME key=value ...``: train and evaluate one recipe.
+"""``python -m spml_train recipe=NAME key=value ...``: run every stage of one recipe.
 
+Stages (``spml_train/pipeline.py``): cam (tags, boxes) -> stage1 (SPML) ->
+pseudo1 (random walk + dense CRF) -> stage2 (a fresh head on the frozen
+embedding) [-> pseudo2 -> stage2b for tags]. Each is cached in
+``RUN_DIR/stages/NAME-KEY`` (KEY: a hash of its settings and inputs), so a rerun
+resumes at the first stage not done; ``stage2.enabled=false`` stops after stage 1.
 Recipes live in ``recipes/`` (``python -m spml_train --help`` lists them);
-``torchrun --nproc-per-node N -m spml_train recipe=...`` trains data-parallel;
-``run.dir=PATH`` chooses the run directory (default: Hydra's output directory).
-The last line printed is ``mIoU=<value>``.
+``torchrun --nproc-per-node N -m spml_train recipe=...`` trains stage 1
+data-parallel; ``run.dir=PATH`` chooses the run directory (default: Hydra's
+output directory). ``RUN_DIR/metrics.json`` has the final mIoU and each stage's;
+the last line printed is ``mIoU=<value>``.
 """
 
 from __future__ import annotations
