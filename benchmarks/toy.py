@@ -1,6 +1,6 @@
 """The toy proof: every toy recipe from scratch, its wall time and the mIoU of each stage.
 
-    python benchmarks/toy.py [--recipes toy_full toy_scribbles ...] [--out /tmp/toy] [-- key=value ...]
+    python benchmarks/toy.py [--recipes toy_full toy_scribbles ...] [--out runs/toy_bench] [key=value ...]
 
 Runs ``python -m spml_train recipe=NAME run.dir=OUT/NAME`` for each recipe, one after the other
 (an existing run folder is deleted first, so nothing is cached), then reads each
@@ -24,7 +24,7 @@ RECIPES = ["toy_full", "toy_scribbles", "toy_points", "toy_boxes", "toy_tags"]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipes", nargs="+", default=RECIPES)
-    ap.add_argument("--out", default="/tmp/toy_bench")
+    ap.add_argument("--out", default="runs/toy_bench", help="parent of the run folders")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for every recipe")
     args = ap.parse_args()
     out = Path(args.out)
