@@ -10,6 +10,7 @@ C and O the way memory-bank segments do (V stays within each image).
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
@@ -30,7 +31,9 @@ def init(device_type: str) -> bool:
     if size <= 1:
         return False
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        # rank 0 runs the CAM stage alone while the others wait at a barrier (VOC: 5,000 classifier
+        # steps and 10,582 images): the default timeouts (10 / 30 minutes) would end the run
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(hours=12))
     return True
 
 

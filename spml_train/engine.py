@@ -244,6 +244,9 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
     if cfg.run.resume and ckpt.is_file():
         start, epoch, position = load_checkpoint(ckpt, model, optimizer, bank)
         log.info("resumed from %s at iteration %d", ckpt, start)
+        if start > cfg.optim.iterations:
+            raise ValueError(f"{ckpt} holds {start} iterations of stage 1, more than optim.iterations="
+                             f"{cfg.optim.iterations}; ask for at least {start} or use another run.dir")
     plain = model
     if dist_on:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -282,11 +285,14 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
             skipped += 1
             if logf:
                 logf.write(json.dumps({"iter": it, "nonfinite_loss": True, "terms": res.terms}) + "\n")
-            it += 1
-            continue
-        res.loss.backward()
-        optimizer.step()
+        else:
+            res.loss.backward()
+            optimizer.step()
         it += 1
+        if main_rank and (it % cfg.run.checkpoint_every == 0 or it == cfg.optim.iterations):
+            save_checkpoint(ckpt, plain, optimizer, bank, it, epoch, position)
+        if bad.item():
+            continue
         n_img += len(batch["image"]) * size  # the global batch
         if logf and (it % cfg.run.log_every == 0 or it == cfg.optim.iterations):
             now = time.perf_counter()
@@ -303,8 +309,6 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
                 bar.set_postfix({k: f"{v:.3f}" for k, v in res.terms.items()} | {"img/s": f"{rec['images_per_s']:.1f}"})
         if bar:
             bar.update(1)
-        if main_rank and (it % cfg.run.checkpoint_every == 0 or it == cfg.optim.iterations):
-            save_checkpoint(ckpt, plain, optimizer, bank, it, epoch, position)
     if bar:
         bar.close()
     if logf:

@@ -137,13 +137,9 @@ def _exp_without_own(x: Tensor, p: Tensor, kappa: float, b: Tensor, own_col: Ten
 
 
 def _pattern_sums(E: Tensor, inv: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
-    """Row sums of ``E`` over each pixel's related columns and over all columns: one product."""
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False   # a sum must not drop to TF32's 10-bit mantissa
-    try:
-        T = E @ torch.cat([R.T.to(E.dtype), E.new_ones(R.shape[1], 1)], 1)   # (r, U + 1)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
+    """Row sums of ``E`` over each pixel's related columns and over all columns: one product (in
+    the matmul precision the caller chose: the engine leaves TF32 off)."""
+    T = E @ torch.cat([R.T.to(E.dtype), E.new_ones(R.shape[1], 1)], 1)   # (r, U + 1)
     return T.gather(1, inv[:, None])[:, 0], T[:, -1]
 
 
@@ -256,10 +252,12 @@ class _SegSortFunction(torch.autograd.Function):
                 num = torch.where(has_pos, S_pos.log() + shift, own_logit)
                 den = torch.where(has_pos, lse_all, torch.logaddexp(own_logit, lse_all))
                 chunk = n  # no chunks below
+            # the distinct relation rows of all pixels at once (one host synchronisation, not one per chunk)
+            whole = _patterns(rel, slice(None)) if ctx.lookup is not None and ctx.fused is None else None
             for start in range(0, n if ctx.fused is None else 0, chunk):
                 rows = slice(start, min(start + chunk, n))
                 b = None if shift is None else shift[rows]
-                pat = _patterns(rel, rows) if ctx.lookup is not None else None
+                pat = None if whole is None else (whole[0][rows], whole[1])
                 ctx.pats.append(pat)
                 if pat is not None:
                     # few distinct relation rows: both sums are one matrix product, no (r, m) masks
@@ -346,10 +344,11 @@ class _SegSortFunction(torch.autograd.Function):
 
 
 def auto_chunk(m: int, budget_bytes: int = 2 << 30) -> int:
-    """Pixel rows per chunk so that a chunk's working blocks (fp32 logits, a gradient block and
-    three bool masks, about 12 bytes per entry) stay within ``budget_bytes``: fewer, larger chunks
-    on a GPU, where each chunk costs some 30 kernel launches."""
-    return max(1024, budget_bytes // (12 * max(m, 1)))
+    """Pixel rows per chunk so that a chunk's working blocks stay within ``budget_bytes``: fp32
+    logits and temporaries, a gradient block and bool masks take up to about 20 bytes per entry
+    (15 counted in the masked forward, 19 in the log-sum-exp backward). Fewer, larger chunks suit
+    a GPU, where each chunk costs some 30 kernel launches."""
+    return max(1024, budget_bytes // (20 * max(m, 1)))
 
 
 def segsort_loss(emb: Tensor, protos: Tensor, rel: Relation, kappa: float, chunk: int = 0) -> Tensor:

@@ -189,9 +189,12 @@ def run(cfg, run_dir: Path) -> dict | None:
     optim = {k: v for k, v in _section(cfg, "optim")["optim"].items() if k != "iterations"}
     s1 = stages.open("stage1", {**_section(cfg, "data", "model", "segments", "loss", "run.seed"), "optim": optim},
                      [cam] if cam else [])
-    if s1.done and s1.summary().get("iterations") != cfg.optim.iterations:
+    s1_done = s1.done and s1.summary().get("iterations") == cfg.optim.iterations
+    if dist_on:  # every rank has read done.json before rank 0 removes a stale one
+        torch.distributed.barrier()
+    if main and s1.done and not s1_done:  # more iterations asked for: continue from the checkpoint
         (s1.dir / "done.json").unlink()
-    if s1.done:
+    if s1_done:
         model = load_trained(cfg, len(vocab), s1.dir, device)
         skipped = s1.summary().get("skipped_steps", 0)
     else:
@@ -206,15 +209,19 @@ def run(cfg, run_dir: Path) -> dict | None:
     m1 = _evaluate(cfg, model, val_ds, vocab, s1.dir, device, weak_ds.flip_perm, final, run_dir)
     if cfg.eval.retrieval:
         m1["retrieval"] = _retrieval(cfg, model, train_dir, val_ds, vocab, device)
-    if not s1.done:
+    if not s1_done:
         stages.finish(s1, {"mIoU": m1["mIoU"], "iterations": cfg.optim.iterations, "skipped_steps": skipped})
     report["stage1"] = {"mIoU": m1["mIoU"], "dir": s1.dir.name}
     metrics = m1
 
     # ---- pseudo labels and stage-2 classifiers
+    # what follows depends on the trained weights: stage 1's key plus its iteration count (a stage 1
+    # continued to more iterations keeps its folder, but every later stage is redone)
+    s1 = Stage(s1.name, f"{s1.key}@{cfg.optim.iterations}", s1.dir)
     scorer, prev = model, s1
+    rounds = sum(s.startswith("pseudo") for s in todo)
     cam_model = _load_cam(cfg, cam, len(vocab.foreground), device) if cam and d.kind == "tags" else None
-    for r in range(sum(s.startswith("pseudo") for s in todo)):
+    for r in range(rounds):
         # tags start from CAMs: the CAM stage's classifier, or the external CAM arrays (data.cam.dir)
         source = "cam" if d.kind == "tags" and r == 0 and cam is not None else "head"
         if d.full_supervision:
@@ -231,7 +238,7 @@ def run(cfg, run_dir: Path) -> dict | None:
         s2 = stages.open(name, {**_section(cfg, "data.crop", "data.scale_min", "data.scale_max", "data.flip",
                                            "data.batch_size", "run.seed"), "stage2": s2_cfg}, [ps])
         head = _stage2(cfg, model, ps.dir / "data", s2, device, len(vocab))
-        final = r == cfg.stage2.rounds - 1
+        final = r == rounds - 1
         m2 = _evaluate(cfg, head, val_ds, vocab, s2.dir, device, weak_ds.flip_perm, final, run_dir)
         if not s2.done:
             stages.finish(s2, {"mIoU": m2["mIoU"]})
@@ -258,10 +265,10 @@ def _cam_stage(cfg, weak_ds, train_dir: Path, out: Path, device: torch.device) -
     vocab = weak_ds.vocabulary
     fg = list(vocab.foreground)
     torch.manual_seed(cfg.run.seed)
-    net = CAMNet(cfg.model.backbone, len(fg), weights=cfg.model.weights).to(device)
     cam_dir = Path(c.dir) if c.dir else None
-    losses = []
-    if cam_dir is None:
+    net, losses = None, []
+    if cam_dir is None:  # external CAMs need no network
+        net = CAMNet(cfg.model.backbone, len(fg), weights=cfg.model.weights).to(device)
         losses = train_classifier(net, batches(weak_ds, cfg, 0, 0, alone=True), fg, c.iterations, c.lr, device)
         log.info("CAM classifier: BCE %.3f -> %.3f", losses[0], losses[-1])
         torch.save(net.state_dict(), out / "classifier.pt")
@@ -335,9 +342,11 @@ def _pseudo_stage(cfg, model, scorer, cam_model, source: str, train_dir: Path, o
         cams = None
         if source == "cam" and cam_model is None:  # external CAMs, checked by the CAM stage already
             cams = torch.from_numpy(np.load(Path(cfg.data.cam.dir) / f"{row['image_id']}.npy"))
-        return pseudo_label(net, normalize(rgb).to(device), rgb, present, params, num_classes=C,
-                            background=vocab.background, cam_model=cam_model, foreground=list(vocab.foreground),
-                            cams=cams, allowed=allowed, flip_perm=perm)
+        lab = pseudo_label(net, normalize(rgb).to(device), rgb, present, params, num_classes=C,
+                           background=vocab.background, cam_model=cam_model, foreground=list(vocab.foreground),
+                           cams=cams, allowed=allowed, flip_perm=perm)
+        lab[weak == vocab.ignore] = vocab.ignore  # what the weak label ignores (crowd, void) stays ignored
+        return lab
 
     model.eval()
     scorer.eval()

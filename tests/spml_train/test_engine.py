@@ -129,3 +129,28 @@ def test_retrieval_votes_with_the_nearest_labelled_segments():
     pred = predict_retrieval(Halves(), torch.zeros(3, 16, 32), memory, 4, k=3, grid=2)
     assert pred.shape == (16, 32)
     assert (pred[:, :16] == 2).all() and (pred[:, 16:] == 3).all()  # majority of the 3 nearest
+
+
+def test_nonfinite_last_step_still_checkpoints(tmp_path, monkeypatch):
+    real = engine.train_step
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        res = real(*a, **k)
+        calls["n"] += 1
+        if calls["n"] == 3:  # the last of three steps
+            res.loss = res.loss * float("nan")
+        return res
+
+    monkeypatch.setattr(engine, "train_step", poisoned)
+    run_dir = tmp_path / "nanlast"
+    pipeline.run(_small("toy_scribbles", run_dir, "optim.iterations=3", "run.checkpoint_every=100"), run_dir)
+    state = torch.load(pipeline.stage_dirs(run_dir)["stage1"] / "checkpoints" / "last.pt", weights_only=False)
+    assert state["iteration"] == 3
+
+
+def test_fewer_iterations_than_trained_is_an_error(tmp_path):
+    run_dir = tmp_path / "fewer"
+    pipeline.run(_small("toy_scribbles", run_dir, "optim.iterations=3"), run_dir)
+    with pytest.raises(ValueError, match="more than optim.iterations=2"):
+        pipeline.run(_small("toy_scribbles", run_dir, "optim.iterations=2"), run_dir)

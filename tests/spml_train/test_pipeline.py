@@ -121,3 +121,50 @@ def test_external_cams_feed_the_cam_stage_and_the_first_pseudo_labels(tmp_path):
     assert cam["external"] == str(cams) and cam["label_miou"] > 95
     first = json.loads((dirs["pseudo1"] / "done.json").read_text())
     assert first["source"] == "cam" and metrics["stage"] == "stage2"
+
+
+@pytest.mark.slow
+def test_more_stage1_iterations_redo_every_later_stage(tmp_path):
+    run_dir = tmp_path / "more"
+    pipeline.run(_tiny("toy_scribbles", run_dir), run_dir)
+    before = stage_dirs(run_dir)
+    pipeline.run(_tiny("toy_scribbles", run_dir, "optim.iterations=4"), run_dir)
+    after = stage_dirs(run_dir)
+    assert after["stage1"] == before["stage1"]                     # continued in place
+    assert json.loads((after["stage1"] / "done.json").read_text())["iterations"] == 4
+    assert after["pseudo1"] != before["pseudo1"] and after["stage2"] != before["stage2"]
+
+
+@pytest.mark.slow
+def test_weak_ignore_pixels_stay_ignored_in_pseudo_labels(tmp_path):
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from spml_train import data as data_mod
+    from weaklabels.writers.png import encode_label_png
+
+    run_dir = tmp_path / "ign"
+    cfg = _tiny("toy_scribbles", run_dir)
+    train_dir, _ = data_mod.prepare_toy(cfg, run_dir / "data")
+    f = sorted((train_dir / "data").glob("train-*.parquet"))[0]
+    table = pq.read_table(f)
+    rows = table.to_pylist()
+    weak = np.array(Image.open(io.BytesIO(rows[0]["weak_label"]["bytes"])))
+    weak[:10, :10] = 255                                              # e.g. a crowd region
+    rows[0]["weak_label"] = {"bytes": encode_label_png(weak, [0] * 768), "path": None}
+    pq.write_table(type(table).from_pylist(rows, schema=table.schema), f)
+    pipeline.run(cfg, run_dir)
+    shards = sorted((stage_dirs(run_dir)["pseudo1"] / "data" / "data").glob("train-*.parquet"))
+    out = pq.read_table(shards[0]).to_pylist()
+    lab = np.array(Image.open(io.BytesIO(out[0]["weak_label"]["bytes"])))
+    assert (lab[:10, :10] == 255).all() and (lab[10:, 10:] != 255).all()
+
+
+@pytest.mark.slow
+def test_full_supervision_writes_predictions_whatever_the_rounds(tmp_path):
+    run_dir = tmp_path / "full"
+    metrics = pipeline.run(_tiny("toy_full", run_dir, "stage2.rounds=2"), run_dir)
+    assert metrics["stage"] == "stage2" and any((run_dir / "predictions").glob("*.png"))
