@@ -150,6 +150,22 @@ def _dataset(cfg, folder: Path, *, kind: str | None = None, dense: bool = False)
                                      full_supervision=d.full_supervision and not dense, seed=cfg.run.seed)
 
 
+@dataclass
+class _Run:
+    """What every stage of one run reads."""
+
+    cfg: object
+    run_dir: Path
+    device: torch.device
+    dist_on: bool
+    main: bool
+    stages: Stages
+    train_dir: Path
+    weak_ds: object
+    val_ds: object
+    report: dict
+
+
 def run(cfg, run_dir: Path) -> dict | None:
     """Run every stage of ``cfg`` not done yet; returns the final metrics (``None`` on data-parallel
     ranks but 0, which stop after stage 1)."""
@@ -162,96 +178,100 @@ def run(cfg, run_dir: Path) -> dict | None:
         if dist_on:
             torch.distributed.barrier()
         train_dir, val_dir = data_mod.prepare_toy(cfg, run_dir / "data")  # ready: returns the paths
-    weak_ds = _dataset(cfg, train_dir)
-    vocab = weak_ds.vocabulary
-    val_ds = data_mod.ConvertedDataset(val_dir, d.val_split, kind=d.kind, train=False)
-    stages = Stages(run_dir, write=main)
+    r = _Run(cfg, run_dir, device, dist_on, main, Stages(run_dir, write=main), train_dir, _dataset(cfg, train_dir),
+             data_mod.ConvertedDataset(val_dir, d.val_split, kind=d.kind, train=False), {})
     todo = plan(cfg)
     log.info("stages: %s", " -> ".join(todo))
-    report: dict[str, dict] = {}
-    data_cfg = ("data", "model.backbone", "model.weights", "run.seed")
+    cam = _run_cam(r) if "cam" in todo else None
+    done = _run_stage1(r, cam, final=todo[-1] == "stage1")
+    if done is None:
+        return None
+    s1, model, metrics1, skipped = done
+    metrics = _run_stage2(r, s1, cam, model, sum(s.startswith("pseudo") for s in todo)) or metrics1
+    metrics = {**metrics, "stage": todo[-1], "stages": r.report, "iterations": cfg.optim.iterations,
+               "skipped_steps": skipped}
+    if "retrieval" in metrics1:
+        metrics["retrieval"] = metrics1["retrieval"]
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("\n%s", iou_table(metrics))
+    log.info("stages: %s", ", ".join(f"{k} {v['mIoU']:.2f}" for k, v in r.report.items() if v.get("mIoU") is not None))
+    return metrics
 
-    # ---- CAM labels for C (tags, boxes)
-    cam = None
-    stage1_data = train_dir
-    if "cam" in todo:
-        cam = stages.open("cam", _section(cfg, *data_cfg), [])
-        if main and not cam.done:
-            stages.finish(cam, _cam_stage(cfg, weak_ds, train_dir, cam.dir, device))
-        if dist_on:
-            torch.distributed.barrier()
-        stage1_data = cam.dir / "data"
-        report["cam"] = _labels_report(cam)
 
-    # ---- stage 1: SPML
+def _run_cam(r: _Run) -> Stage:
+    """CAM labels for C (tags, boxes), on rank 0 while the other ranks wait."""
+    cam = r.stages.open("cam", _section(r.cfg, "data", "model.backbone", "model.weights", "run.seed"), [])
+    if r.main and not cam.done:
+        r.stages.finish(cam, _cam_stage(r.cfg, r.weak_ds, r.train_dir, cam.dir, r.device))
+    if r.dist_on:
+        torch.distributed.barrier()
+    r.report["cam"] = _labels_report(cam)
+    return cam
+
+
+def _run_stage1(r: _Run, cam: Stage | None, final: bool):
+    """SPML (data-parallel under torchrun) and its evaluation; ``(stage, model, metrics, skipped
+    steps)`` on rank 0, ``None`` on the other ranks, which stop here."""
+    cfg = r.cfg
     # optim.iterations is left out of the key: asking for more iterations continues the same stage
     # from its checkpoint (the poly schedule then stretches to the new length)
     optim = {k: v for k, v in _section(cfg, "optim")["optim"].items() if k != "iterations"}
-    s1 = stages.open("stage1", {**_section(cfg, "data", "model", "segments", "loss", "run.seed"), "optim": optim},
-                     [cam] if cam else [])
+    s1 = r.stages.open("stage1", {**_section(cfg, "data", "model", "segments", "loss", "run.seed"), "optim": optim},
+                       [cam] if cam else [])
     s1_done = s1.done and s1.summary().get("iterations") == cfg.optim.iterations
-    if dist_on:  # every rank has read done.json before rank 0 removes a stale one
+    if r.dist_on:  # every rank has read done.json before rank 0 removes a stale one
         torch.distributed.barrier()
-    if main and s1.done and not s1_done:  # more iterations asked for: continue from the checkpoint
+    if r.main and s1.done and not s1_done:  # more iterations asked for: continue from the checkpoint
         (s1.dir / "done.json").unlink()
+    vocab = r.weak_ds.vocabulary
     if s1_done:
-        model = load_trained(cfg, len(vocab), s1.dir, device)
+        model = load_trained(cfg, len(vocab), s1.dir, r.device)
         skipped = s1.summary().get("skipped_steps", 0)
     else:
-        train_ds = _dataset(cfg, stage1_data) if cam else weak_ds
-        model, skipped = train_spml(cfg, train_ds, s1.dir, device, main_rank=main, dist_on=dist_on)
-    if dist_on:  # the rest runs on rank 0 alone: long waits at a barrier would time out
+        train_ds = _dataset(cfg, cam.dir / "data") if cam else r.weak_ds
+        model, skipped = train_spml(cfg, train_ds, s1.dir, r.device, main_rank=r.main, dist_on=r.dist_on)
+    if r.dist_on:  # the rest runs on rank 0 alone: long waits at a barrier would time out
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    if not main:
+    if not r.main:
         return None
-    final = todo[-1] == "stage1"
-    m1 = _evaluate(cfg, model, val_ds, vocab, s1.dir, device, weak_ds.flip_perm, final, run_dir)
+    m1 = _evaluate(cfg, model, r.val_ds, vocab, s1.dir, r.device, r.weak_ds.flip_perm, final, r.run_dir)
     if cfg.eval.retrieval:
-        m1["retrieval"] = _retrieval(cfg, model, train_dir, val_ds, vocab, device)
+        m1["retrieval"] = _retrieval(cfg, model, r.train_dir, r.val_ds, vocab, r.device)
     if not s1_done:
-        stages.finish(s1, {"mIoU": m1["mIoU"], "iterations": cfg.optim.iterations, "skipped_steps": skipped})
-    report["stage1"] = {"mIoU": m1["mIoU"], "dir": s1.dir.name}
-    metrics = m1
-
-    # ---- pseudo labels and stage-2 classifiers
+        r.stages.finish(s1, {"mIoU": m1["mIoU"], "iterations": cfg.optim.iterations, "skipped_steps": skipped})
+    r.report["stage1"] = {"mIoU": m1["mIoU"], "dir": s1.dir.name}
     # what follows depends on the trained weights: stage 1's key plus its iteration count (a stage 1
     # continued to more iterations keeps its folder, but every later stage is redone)
-    s1 = Stage(s1.name, f"{s1.key}@{cfg.optim.iterations}", s1.dir)
-    scorer, prev = model, s1
-    rounds = sum(s.startswith("pseudo") for s in todo)
-    cam_model = _load_cam(cfg, cam, len(vocab.foreground), device) if cam and d.kind == "tags" else None
-    for r in range(rounds):
-        # tags start from CAMs: the CAM stage's classifier, or the external CAM arrays (data.cam.dir)
-        source = "cam" if d.kind == "tags" and r == 0 and cam is not None else "head"
-        if d.full_supervision:
-            source = "gt"
-        inputs = [s1] + ([cam] if source == "cam" else []) + ([prev] if prev is not s1 else [])
-        ps = stages.open(f"pseudo{r + 1}", {**_section(cfg, "pseudo", "data.kind"), "source": source}, inputs)
-        if not ps.done:
-            stages.finish(ps, _pseudo_stage(cfg, model, scorer, cam_model, source, train_dir, ps.dir, vocab,
-                                            device, weak_ds.flip_perm))
-        report[ps.name] = _labels_report(ps)
-        name = "stage2" + ("" if r == 0 else chr(ord("a") + r))
-        # rounds is left out: a second round reuses the first
-        s2_cfg = {k: v for k, v in _section(cfg, "stage2")["stage2"].items() if k != "rounds"}
-        s2 = stages.open(name, {**_section(cfg, "data.crop", "data.scale_min", "data.scale_max", "data.flip",
-                                           "data.batch_size", "run.seed"), "stage2": s2_cfg}, [ps])
-        head = _stage2(cfg, model, ps.dir / "data", s2, device, len(vocab))
-        final = r == rounds - 1
-        m2 = _evaluate(cfg, head, val_ds, vocab, s2.dir, device, weak_ds.flip_perm, final, run_dir)
-        if not s2.done:
-            stages.finish(s2, {"mIoU": m2["mIoU"]})
-        report[name] = {"mIoU": m2["mIoU"], "dir": s2.dir.name}
-        scorer, prev, metrics = head, s2, m2
+    return Stage(s1.name, f"{s1.key}@{cfg.optim.iterations}", s1.dir), model, m1, skipped
 
-    metrics = {**metrics, "stage": todo[-1], "stages": report, "iterations": cfg.optim.iterations,
-               "skipped_steps": skipped}
-    if "retrieval" in m1:
-        metrics["retrieval"] = m1["retrieval"]
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    log.info("\n%s", iou_table(metrics))
-    log.info("stages: %s", ", ".join(f"{k} {v['mIoU']:.2f}" for k, v in report.items() if v.get("mIoU") is not None))
+
+def _run_stage2(r: _Run, s1: Stage, cam: Stage | None, model, rounds: int) -> dict | None:
+    """Pseudo labels and a stage-2 head, ``rounds`` times; the last head's metrics (``None``: none)."""
+    cfg, d, vocab = r.cfg, r.cfg.data, r.weak_ds.vocabulary
+    scorer, prev, metrics = model, s1, None
+    cam_model = _load_cam(cfg, cam, len(vocab.foreground), r.device) if cam and d.kind == "tags" else None
+    for k in range(rounds):
+        # tags start from CAMs: the CAM stage's classifier, or the external CAM arrays (data.cam.dir)
+        source = "gt" if d.full_supervision else "cam" if d.kind == "tags" and k == 0 and cam is not None else "head"
+        inputs = [s1] + ([cam] if source == "cam" else []) + ([prev] if prev is not s1 else [])
+        ps = r.stages.open(f"pseudo{k + 1}", {**_section(cfg, "pseudo", "data.kind"), "source": source}, inputs)
+        if not ps.done:
+            r.stages.finish(ps, _pseudo_stage(cfg, model, scorer, cam_model, source, r.train_dir, ps.dir, vocab,
+                                              r.device, r.weak_ds.flip_perm))
+        r.report[ps.name] = _labels_report(ps)
+        name = "stage2" + ("" if k == 0 else chr(ord("a") + k))
+        # rounds is left out: a second round reuses the first
+        s2_cfg = {key: v for key, v in _section(cfg, "stage2")["stage2"].items() if key != "rounds"}
+        s2 = r.stages.open(name, {**_section(cfg, "data.crop", "data.scale_min", "data.scale_max", "data.flip",
+                                             "data.batch_size", "run.seed"), "stage2": s2_cfg}, [ps])
+        head = _stage2(cfg, model, ps.dir / "data", s2, r.device, len(vocab))
+        metrics = _evaluate(cfg, head, r.val_ds, vocab, s2.dir, r.device, r.weak_ds.flip_perm, k == rounds - 1,
+                            r.run_dir)
+        if not s2.done:
+            r.stages.finish(s2, {"mIoU": metrics["mIoU"]})
+        r.report[name] = {"mIoU": metrics["mIoU"], "dir": s2.dir.name}
+        scorer, prev = head, s2
     return metrics
 
 
