@@ -280,7 +280,8 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
         bad = torch.tensor(0.0 if torch.isfinite(res.loss) else 1.0, device=device)
         if dist_on:  # every rank skips together, or DDP's gradient exchange would hang
             torch.distributed.all_reduce(bad)
-        if bad.item():
+        skip = bool(bad.item())
+        if skip:
             # a non-finite loss would poison the weights: skip the step, keep the record
             skipped += 1
             if logf:
@@ -291,7 +292,7 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
         it += 1
         if main_rank and (it % cfg.run.checkpoint_every == 0 or it == cfg.optim.iterations):
             save_checkpoint(ckpt, plain, optimizer, bank, it, epoch, position)
-        if bad.item():
+        if skip:
             continue
         n_img += len(batch["image"]) * size  # the global batch
         if logf and (it % cfg.run.log_every == 0 or it == cfg.optim.iterations):

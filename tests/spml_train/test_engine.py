@@ -54,18 +54,23 @@ def test_resume_continues_exactly(tmp_path):
     assert state["iteration"] == 6 and len(state["memory"]) > 0
 
 
-def test_nonfinite_loss_skips_the_step(tmp_path, monkeypatch):
+def _poison_step(monkeypatch, step: int) -> None:
+    """Make the loss of training step ``step`` (1-based) NaN."""
     real = engine.train_step
     calls = {"n": 0}
 
     def poisoned(*a, **k):
         res = real(*a, **k)
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == step:
             res.loss = res.loss * float("nan")
         return res
 
     monkeypatch.setattr(engine, "train_step", poisoned)
+
+
+def test_nonfinite_loss_skips_the_step(tmp_path, monkeypatch):
+    _poison_step(monkeypatch, 2)
     run_dir = tmp_path / "nan"
     metrics = pipeline.run(_small("toy_tags", run_dir, "optim.iterations=3"), run_dir)
     lines = [json.loads(x) for x in (pipeline.stage_dirs(run_dir)["stage1"] / "log.jsonl").read_text().splitlines()]
@@ -132,17 +137,7 @@ def test_retrieval_votes_with_the_nearest_labelled_segments():
 
 
 def test_nonfinite_last_step_still_checkpoints(tmp_path, monkeypatch):
-    real = engine.train_step
-    calls = {"n": 0}
-
-    def poisoned(*a, **k):
-        res = real(*a, **k)
-        calls["n"] += 1
-        if calls["n"] == 3:  # the last of three steps
-            res.loss = res.loss * float("nan")
-        return res
-
-    monkeypatch.setattr(engine, "train_step", poisoned)
+    _poison_step(monkeypatch, 3)  # the last of three steps
     run_dir = tmp_path / "nanlast"
     pipeline.run(_small("toy_scribbles", run_dir, "optim.iterations=3", "run.checkpoint_every=100"), run_dir)
     state = torch.load(pipeline.stage_dirs(run_dir)["stage1"] / "checkpoints" / "last.pt", weights_only=False)
