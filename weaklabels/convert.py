@@ -173,6 +173,7 @@ def _run_shard(task: tuple[str, int, int, int, int]) -> tuple[str, int, int]:
     partial: Path = _STATE["partial"]
     on_error: str = _STATE["on_error"]
     with_gt = options.with_gt(split)
+    writer = WRITERS[options.format](source.vocabulary, options.kind)
     summary = Summary(len(source.vocabulary))
     items: list[Converted] = []
     errors: list[dict] = []
@@ -180,6 +181,7 @@ def _run_shard(task: tuple[str, int, int, int, int]) -> tuple[str, int, int]:
     for i in range(start, stop):
         try:
             item = convert_sample(source[i], options, with_gt)
+            writer.check(item)
         except Exception as err:  # noqa: BLE001 - every failure is reported with its item
             iid = _safe_id(source, i)
             if on_error == "fail":
@@ -194,7 +196,6 @@ def _run_shard(task: tuple[str, int, int, int, int]) -> tuple[str, int, int]:
         warnings.extend({"split": split, "index": i, "image_id": item.sample.image_id, "message": n}
                         for n in item.sample.notes)
         items.append(item)
-    writer = WRITERS[options.format](source.vocabulary, options.kind)
     writer.write_shard(partial, split, shard, num_shards, items)
     stats = _shard_stats_path(partial, split, shard)
     stats.parent.mkdir(parents=True, exist_ok=True)
@@ -284,6 +285,10 @@ def convert(sources: dict[str, Source], out: str | Path, options: ConvertOptions
     vocabulary = next(iter(vocabs.values()))
     if any(v != vocabulary for v in vocabs.values()):
         raise SchemaError(f"splits disagree on the vocabulary: {sorted(vocabs)}")
+    for split, src in sources.items():
+        if len(src) == 0:  # an empty split would give a dataset no reader can load
+            where = ", ".join(f"{k}={v}" for k, v in src.describe().items())
+            raise SchemaError(f"split {split!r} has no images ({where}); expected at least one")
     out = Path(out)
     t0 = time.perf_counter()
     fp = fingerprint(sources, options)
@@ -344,7 +349,12 @@ def convert(sources: dict[str, Source], out: str | Path, options: ConvertOptions
         errors.extend(d["errors"])
         warnings.extend(d.get("warnings", []))
     summary.skipped = sum(1 for e in errors if e["index"] is not None)
-    data_files = writer.finalize(partial, out, {s: len(src) for s, src in sources.items()})
+    written = {s: len(src) - sum(1 for e in errors if e["split"] == s and e["index"] is not None)
+               for s, src in sources.items()}
+    for split, n in written.items():
+        if n == 0:  # every item failed (under --on-error skip): no data files for this split
+            log.warning("split %r: every item failed; it has no data files (see errors.json)", split)
+    data_files = writer.finalize(partial, out, written)
     vocabulary.save(out / "vocabulary.json")
     summary.write_csv(out / "stats.csv", vocabulary)
     (out / "errors.json").write_text(json.dumps(errors, indent=2) + "\n")

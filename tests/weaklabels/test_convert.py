@@ -211,3 +211,76 @@ def test_bad_options_are_refused():
     with pytest.raises(SchemaError, match="on_error"):
         convert({"train": read_voc(bundled_voc(), "train")}, "/nonexistent/x", ConvertOptions(kind="tags"),
                 on_error="ignore")
+
+
+def test_empty_split_is_refused(shapes_copy, tmp_path):
+    split_file = shapes_copy / "VOCdevkit/VOC2012/ImageSets/Segmentation/empty.txt"
+    split_file.write_text("")
+    with pytest.raises(SchemaError, match="split 'empty' has no images"):
+        convert({"empty": read_voc(shapes_copy, "empty")}, tmp_path / "out", ConvertOptions(kind="tags"))
+
+
+def test_shards_emptied_by_skipped_items_are_dropped(shapes_copy, tmp_path):
+    from datasets import load_dataset
+
+    src = read_voc(shapes_copy, "train")
+    for iid in src.ids[:2]:  # the whole first shard fails
+        _corrupt(shapes_copy, iid)
+    out = tmp_path / "out"
+    convert({"train": src}, out, ConvertOptions(kind="tags", shard_size=2), on_error="skip")
+    files = sorted(p.name for p in (out / "data").glob("*.parquet"))
+    n = -(-(len(src) - 2) // 2)
+    assert files == [f"train-{k:05d}-of-{n:05d}.parquet" for k in range(n)]
+    ds = load_dataset("parquet", data_files={"train": str(out / "data/train-*.parquet")})["train"]
+    assert sorted(ds["image_id"]) == sorted(src.ids[2:])
+
+
+def test_split_whose_items_all_fail_gets_no_data_files(shapes_copy, tmp_path):
+    src = read_voc(shapes_copy, "train")
+    for iid in src.ids:
+        _corrupt(shapes_copy, iid)
+    out = tmp_path / "out"
+    convert({"train": src}, out, ConvertOptions(kind="tags"), on_error="skip")
+    assert not list((out / "data").glob("*.parquet"))
+    assert "train" not in json.loads((out / MARKER).read_text())["data_files"]
+    assert len(json.loads((out / "errors.json").read_text())) == len(src)
+
+
+class _Renamed:
+    """A source whose image ids are replaced (as an HF dataset's id column could hold anything)."""
+
+    def __init__(self, inner, ids: list[str]):
+        self.inner, self.ids = inner, ids
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def image_id(self, i):
+        return self.ids[i]
+
+    def __getitem__(self, i):
+        from dataclasses import replace
+
+        return replace(self.inner[i], image_id=self.ids[i])
+
+
+@pytest.mark.parametrize("bad", ["../../escape", "sub/dir", "a b", "..", "line\nbreak"])
+def test_voc_format_refuses_ids_that_are_not_file_names(shapes_copy, tmp_path, bad):
+    inner = read_voc(shapes_copy, "train")
+    src = _Renamed(inner, [bad] + inner.ids[1:])
+    out = tmp_path / "deep" / "out"
+    res = convert({"train": src}, out, ConvertOptions(kind="points", format="voc"), on_error="skip")
+    assert [e["image_id"] for e in res.errors] == [bad] and res.errors[0]["error"] == "UnsafePathError"
+    written = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}
+    assert all(str(p).startswith(("deep/out/", "shapes/")) for p in written)
+    assert len((out / "train.txt").read_text().splitlines()) == len(inner) - 1
+
+
+def test_voc_format_refuses_duplicate_ids(shapes_copy, tmp_path):
+    inner = read_voc(shapes_copy, "train")
+    src = _Renamed(inner, [inner.ids[0]] + inner.ids[:-1])
+    with pytest.raises(SchemaError, match="occur more than once"):
+        convert({"train": src}, tmp_path / "out", ConvertOptions(kind="tags", format="voc"))

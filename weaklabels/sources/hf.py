@@ -15,6 +15,7 @@ dataset has several).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +70,12 @@ def _load_unchecked(root: str, split: str):
 
 
 def _split_files(folder: Path, split: str) -> list[Path]:
-    """Parquet files of ``split`` in ``folder``: ``split-*.parquet``, ``split_*``, ``split.parquet``
-    or ``split/*.parquet``; a folder with no split names holds ``train`` only (the hub convention)."""
-    files = sorted(f for f in folder.rglob("*.parquet")
-                   if f.stem == split or f.stem.startswith((f"{split}-", f"{split}_")) or f.parent.name == split)
+    """Parquet files of ``split`` in ``folder``: ``split.parquet``, ``split-*.parquet``,
+    ``split_<digits>*.parquet`` or ``split/*.parquet``; a folder with no split names holds ``train``
+    only (the hub convention). Another split whose name extends this one (``train_aug`` beside
+    ``train``) is not matched."""
+    own = re.compile(rf"{re.escape(split)}(-.*|_\d.*)?")
+    files = sorted(f for f in folder.rglob("*.parquet") if own.fullmatch(f.stem) or f.parent.name == split)
     if files:
         return files
     splits = {f.stem.split("-")[0].split("_")[0] for f in folder.rglob("*.parquet")} & {
@@ -163,15 +166,23 @@ class HFSource:
         row = self.ds[index]
         iid = self.image_id(index)
         rec = f"image {iid!r} (row {index})"
-        img = self._bytes(row[self.image_column], "image", rec)
-        if isinstance(img, Path):
-            h, w, data = check_image(img, rec)
-        else:
-            im = open_image(img, rec)
-            h, w, data = im.height, im.width, img
+        image = None
+        if row[self.image_column] is not None:  # masks-only datasets (this library's included) have none
+            img = self._bytes(row[self.image_column], "image", rec)
+            if isinstance(img, Path):
+                h, w, data = check_image(img, rec)
+            else:
+                im = open_image(img, rec)
+                h, w, data = im.height, im.width, img
+            image = ImageRef(data=data)
+        elif self.mask_column is None:
+            raise SourceError(f"{rec}: column {self.image_column!r} is empty and no mask column was given; "
+                              f"expected an image or a mask")
         semantic = instances = None
         if self.mask_column is not None:
             arr = read_label_png(self._bytes(row[self.mask_column], "mask", rec), rec)
+            if image is None:
+                h, w = arr.shape
             check_size("mask", arr.shape, (h, w), f"column {self.mask_column!r}", rec)
             semantic = SemanticMask(arr, record=rec)
         if self.instance_column is not None and semantic is not None:
@@ -188,7 +199,7 @@ class HFSource:
                 classes.append(int(votes.argmax()))
             keep = [k for k, m in enumerate(masks) if classes[k] != self.vocabulary.background]
             instances = InstanceMasks(masks[keep], np.asarray(classes, np.int64)[keep], record=rec)
-        return Sample(iid, h, w, self.vocabulary, image=ImageRef(data=data), semantic=semantic, instances=instances)
+        return Sample(iid, h, w, self.vocabulary, image=image, semantic=semantic, instances=instances)
 
 
 def read_hf(root: str | Path, split: str = "train", **kw) -> HFSource:

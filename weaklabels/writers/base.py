@@ -36,6 +36,10 @@ class ShardWriter(Protocol):
 
     def shard_done(self, partial: Path, split: str, shard: int, num_shards: int) -> bool: ...
 
+    def check(self, item: Converted) -> None:
+        """Raise for an item this format cannot hold (reported as that item's error)."""
+        ...
+
     def finalize(self, partial: Path, out: Path, splits: dict[str, int]) -> list[str]:
         """Move finished shards from ``partial`` into ``out``; return the data file globs per split."""
         ...

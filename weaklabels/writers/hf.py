@@ -129,6 +129,9 @@ class HFWriter:
             self._schema = arrow_schema(self.vocabulary)
         return self._schema
 
+    def check(self, item: Converted) -> None:
+        """Every sample fits a parquet row."""
+
     def shard_done(self, partial: Path, split: str, shard: int, num_shards: int) -> bool:
         return (partial / "data" / shard_name(split, shard, num_shards)).is_file()
 
@@ -144,7 +147,16 @@ class HFWriter:
         os.replace(tmp, dest)
 
     def finalize(self, partial: Path, out: Path, splits: dict[str, int]) -> dict[str, str]:
+        """Move the shards into ``out/data``; ``splits``: items written per split. Shards left
+        empty by skipped items are dropped (a 0-row parquet file breaks ``load_dataset``), and
+        the rest renumbered so that ``-of-N`` stays true; a split with no rows has no entry."""
         (out / "data").mkdir(parents=True, exist_ok=True)
-        for f in sorted((partial / "data").glob("*.parquet")):
-            os.replace(f, out / "data" / f.name)
-        return {split: f"data/{split}-*.parquet" for split in splits}
+        result = {}
+        for split in splits:
+            shards = sorted((partial / "data").glob(f"{split}-[0-9]*-of-[0-9]*.parquet"))
+            keep = [f for f in shards if pq.ParquetFile(f).metadata.num_rows > 0]
+            for k, f in enumerate(keep):
+                os.replace(f, out / "data" / shard_name(split, k, len(keep)))
+            if keep:
+                result[split] = f"data/{split}-*.parquet"
+        return result

@@ -17,11 +17,25 @@ import os
 import shutil
 from pathlib import Path
 
+from weaklabels.errors import SchemaError, UnsafePathError
 from weaklabels.types import Vocabulary
 from weaklabels.writers.base import Converted
 from weaklabels.writers.png import encode_label_png, encode_regions_png
 
 _DIRS = ("JPEGImages", "WeakLabels", "Regions", "SegmentationClass")
+
+
+def _check_unique(split: str, lists: list[Path]) -> None:
+    """Two items with one id would have written the same files: the later one won silently."""
+    seen: dict[str, int] = {}
+    for p in lists:
+        for line in p.read_text().splitlines():
+            label = line.split()[1]
+            seen[label] = seen.get(label, 0) + 1
+    dup = sorted(Path(k).stem for k, n in seen.items() if n > 1)
+    if dup:
+        raise SchemaError(f"split {split!r}: image ids {dup[:5]}{' ...' if len(dup) > 5 else ''} occur more than "
+                          f"once; --format voc names files by image id, so ids must be unique")
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -39,6 +53,16 @@ class VOCWriter:
     @staticmethod
     def _list(partial: Path, split: str, shard: int) -> Path:
         return partial / "lists" / f"{split}-{shard:05d}.txt"
+
+    def check(self, item: Converted) -> None:
+        """The image id names files here and fills space-separated list lines: it must be a plain
+        file name (ids from HF datasets or COCO are not checked by their readers)."""
+        iid = item.sample.image_id
+        if (not iid or iid in (".", "..") or iid.startswith("-") or len(iid) > 200
+                or any(c in iid for c in "/\\") or any(c.isspace() or not c.isprintable() for c in iid)):
+            raise UnsafePathError(f"image {iid!r}: --format voc uses the image id as a file name; expected "
+                                  f"a plain name (no path separator, whitespace or control character, "
+                                  f"not '.' or '..', at most 200 characters)")
 
     def shard_done(self, partial: Path, split: str, shard: int, num_shards: int) -> bool:
         return self._list(partial, split, shard).is_file()
@@ -84,6 +108,8 @@ class VOCWriter:
                 parts = sorted((partial / "lists").glob(f"{name}-[0-9]*.txt"))
                 if not parts and name != split:
                     continue
+                if name == split:
+                    _check_unique(split, parts)
                 with open(out / f"{name}.txt", "w") as dst:
                     for p in parts:
                         dst.write(p.read_text())

@@ -265,3 +265,29 @@ def test_decompression_bomb_bytes(tmp_path, kit):
     src = _with(kit, tmp_path, "image", kit.bomb_png(20_000, 20_000))
     with pytest.raises(CorruptFileError, match="'im1'.*decompression-bomb"):
         src[1]
+
+
+def test_reads_back_masks_only_output(tmp_path, voc_masks):
+    from weaklabels.convert import ConvertOptions, convert
+
+    original = read_voc(voc_masks, "sample")
+    assert original[0].image is None
+    out = tmp_path / "masks_only"
+    convert({"train": original}, out, ConvertOptions(kind="tags", gt="always"))
+    back = read_hf(out, "train", mask_column="gt")
+    a, b = back[0], original[0]
+    assert a.image is None and a.image_id == b.image_id and a.size == b.size
+    assert np.array_equal(a.semantic.array, b.semantic.array)
+    with pytest.raises(SourceError, match="no mask column"):
+        read_hf(out, "train", mask_column=None)[0]
+
+
+def test_split_names_that_extend_another_are_not_mixed_in(tmp_path, kit):
+    data = tmp_path / "pq" / "data"
+    data.mkdir(parents=True)
+    _dataset(kit).to_parquet(str(data / "train-00000-of-00001.parquet"))
+    _dataset(kit, 2).to_parquet(str(data / "train_aug-00000-of-00001.parquet"))
+    _dataset(kit, 1).to_parquet(str(data / "val_0.parquet"))
+    _check_rows(read_hf(tmp_path / "pq", "train"))
+    _check_rows(read_hf(tmp_path / "pq", "train_aug"), 2)
+    _check_rows(read_hf(tmp_path / "pq", "val"), 1)
