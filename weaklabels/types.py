@@ -628,7 +628,7 @@ class Sample:
             present = np.flatnonzero(self.semantic.counts)
             bad = [int(v) for v in present if not (v < n or v == voc.ignore)]
             if bad:
-                raise _fail(rid, f"semantic mask holds values {bad} outside the vocabulary "
+                raise _fail(self.semantic.record or rid, f"semantic mask holds values {bad} outside the vocabulary "
                                  f"(0..{n - 1} and ignore={voc.ignore})")
         if self.instances is not None and check("instances") and self.instances.masks.shape[1:] != (h, w):
             s = self.instances.masks.shape

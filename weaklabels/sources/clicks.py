@@ -57,11 +57,15 @@ class ClickAnnotations:
         n = len(sample.vocabulary)
         sem = None if sample.semantic is None else sample.semantic.array
         for k, c in enumerate(self.clicks[sample.image_id]):
-            try:
-                x, y, label = float(c["x"]) + 0.5, float(c["y"]) + 0.5, int(c["cls"])
-            except (KeyError, TypeError, ValueError) as err:
-                raise SourceError(f"{rec}: click {k} {c!r}: expected numeric x, y and an integer cls") from err
-            if self.max_rank is not None and int(c.get("rank", 1)) > self.max_rank:
+            # JSON numbers only: a string such as "12" is a broken file, not a coordinate
+            num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+            integer = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+            if not (isinstance(c, dict) and num(c.get("x")) and num(c.get("y")) and integer(c.get("cls"))
+                    and integer(c.get("rank", 1))):
+                raise SourceError(f"{rec}: click {k} {c!r} in {', '.join(map(str, self.paths))}: expected "
+                                  f"numbers x and y, an integer cls and, if given, an integer rank")
+            x, y, label = float(c["x"]) + 0.5, float(c["y"]) + 0.5, c["cls"]
+            if self.max_rank is not None and c.get("rank", 1) > self.max_rank:
                 continue
             if not 0 <= label < n:
                 raise SourceError(f"{rec}: click {k} has class {label}, outside the vocabulary of {n}")

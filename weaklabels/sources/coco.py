@@ -41,12 +41,32 @@ def _mask_api():
     return mask
 
 
+def _check_records(records: list, key: str, fields: dict[str, type], path: Path | str) -> None:
+    """Every record of ``key`` is an object with ``fields`` of the given types, ids unique."""
+    seen: set = set()
+    for k, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise SourceError(f"{path}: {key}[{k}] is {type(r).__name__}; expected an object")
+        for f, t in fields.items():
+            v = r.get(f)
+            # JSON booleans are ints to Python: refuse them as ids
+            if not isinstance(v, t) or isinstance(v, bool):
+                raise SourceError(f"{path}: {key}[{k}] has {f}={v!r}; expected {'an integer' if t is int else 'a string'}")
+        if r["id"] in seen:
+            raise SourceError(f"{path}: {key}[{k}] repeats id {r['id']}; expected unique ids")
+        seen.add(r["id"])
+
+
 def coco_vocabulary(categories: list[dict[str, Any]], path: Path | str) -> Vocabulary:
+    _check_records(categories, "categories", {"id": int, "name": str}, path)
     cats = sorted(categories, key=lambda c: c["id"])
-    names = ["background"] + [str(c["name"]) for c in cats]
+    names = ["background"] + [c["name"] for c in cats]
     if "background" in names[1:]:
         raise SourceError(f"{path}: a category is named 'background', which this reader reserves for class 0")
-    return Vocabulary(tuple(names), background=0, source_ids=(None,) + tuple(int(c["id"]) for c in cats))
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise SourceError(f"{path}: category names {dup} occur more than once; expected unique names")
+    return Vocabulary(tuple(names), background=0, source_ids=(None,) + tuple(c["id"] for c in cats))
 
 
 class COCOSource:
@@ -69,6 +89,7 @@ class COCOSource:
         if missing:
             raise CorruptFileError(f"{self.annotations}: missing list(s) {missing}; expected a COCO instances file")
         self.vocabulary = coco_vocabulary(data["categories"], self.annotations)
+        _check_records(data["images"], "images", {"id": int}, self.annotations)
         self.images = sorted(data["images"], key=lambda im: im["id"])
         known = {im["id"] for im in self.images}
         self.anns: dict[int, list[dict]] = defaultdict(list)

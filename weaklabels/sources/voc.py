@@ -20,6 +20,7 @@ An instance's class is the majority class of its pixels in the class mask.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -139,23 +140,33 @@ class VOCSource:
             if size is not None:
                 check_size("mask", arr.shape, size, mpath, rec)
             size = arr.shape
-            semantic = SemanticMask(arr, record=rec)
+            semantic = SemanticMask(arr, record=f"{rec} ({mpath})")
         instances = None
         if self.object_dir is not None and semantic is not None:
             opath = self.object_dir / f"{iid}.png"
             if opath.is_file():
                 instances = self._instances(opath, semantic.array, rec)
-        boxes = None
+        boxes, notes = None, []
         if self.xml_dir is not None:
             xpath = self.xml_dir / f"{iid}.xml"
             if xpath.is_file():
-                boxes, xml_size = self._boxes(xpath, rec)
-                if size is None:
-                    size = xml_size
+                try:
+                    boxes, xml_size = self._boxes(xpath, rec)
+                    size = size or xml_size
+                    if size is not None:
+                        boxes, note = _clip_boxes(boxes, size, xpath, rec)
+                        notes += note
+                except SourceError as err:
+                    # with a class mask every protocol derives its labels (boxes and tags included)
+                    # from the mask: a bad XML file costs only its boxes, with a note
+                    if semantic is None:
+                        raise
+                    boxes = None
+                    notes.append(f"{err}; its boxes were left out (the class mask is used)")
         if size is None:
             raise MissingFileError(f"{rec}: no image, mask or annotation file gives its size")
         return Sample(iid, int(size[0]), int(size[1]), self.vocabulary, image=image,
-                      boxes=boxes, semantic=semantic, instances=instances)
+                      boxes=boxes, semantic=semantic, instances=instances, notes=tuple(notes))
 
     def _instances(self, path: Path, cls_map: np.ndarray, rec: str) -> InstanceMasks:
         obj = read_label_png(path, rec)
@@ -177,6 +188,25 @@ class VOCSource:
 
     def _boxes(self, path: Path, rec: str) -> tuple[Boxes, tuple[int, int] | None]:
         return read_voc_boxes(path, self.vocabulary, rec)
+
+
+def _clip_boxes(boxes: Boxes, size: tuple[int, int], path: Path, rec: str) -> tuple[Boxes, list[str]]:
+    """Boxes clipped to the ``(h, w)`` image (as the COCO reader does: annotation tools sometimes
+    spill a pixel past the edge), with a note naming the file; a box left empty is an error."""
+    h, w = size
+    xyxy = boxes.xyxy.copy()
+    xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
+    xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
+    moved = np.flatnonzero((xyxy != boxes.xyxy).any(1))
+    if not moved.size:
+        return boxes, []
+    empty = np.flatnonzero((xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1]))
+    if empty.size:
+        k = int(empty[0])
+        raise SourceError(f"{rec}: {path} object {k}: box {boxes.xyxy[k].tolist()} lies outside the "
+                          f"{w}x{h} image")
+    note = f"{path}: boxes {moved.tolist()} went past the {w}x{h} image; clipped"
+    return replace(boxes, xyxy=xyxy), [note]
 
 
 def read_voc_boxes(path: Path, vocabulary: Vocabulary, rec: str) -> tuple[Boxes, tuple[int, int] | None]:

@@ -114,3 +114,12 @@ def test_errors(tmp_path):
         ClickAnnotations(_write(tmp_path, {"img": [{"x": 1, "y": 1, "cls": 21}]}, "c.json")).attach(_mask_sample())
     with pytest.raises(SourceError, match="click 0"):
         ClickAnnotations(_write(tmp_path, {"img": [{"x": "a", "y": 1, "cls": 1}]}, "d.json")).attach(_mask_sample())
+
+
+@pytest.mark.parametrize("click", [{"x": "9000", "y": 1, "cls": 1}, {"x": 1, "y": 1, "cls": 1.5},
+                                   {"x": 1, "y": 1, "cls": 1, "rank": "first"}, {"x": True, "y": 1, "cls": 1},
+                                   {"y": 1, "cls": 1}, [1, 2, 3]])
+def test_click_fields_of_the_wrong_type_name_the_file(tmp_path, click):
+    path = _write(tmp_path, {"img": [click]}, "typed.json")
+    with pytest.raises(SourceError, match=r"image 'img': click 0 .* in .*typed\.json: expected numbers x and y"):
+        ClickAnnotations(path).attach(_mask_sample())

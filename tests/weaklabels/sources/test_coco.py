@@ -296,3 +296,21 @@ def test_category_named_background_is_refused(make_coco):
     path, _ = make_coco([_image()], [], categories=[{"id": 1, "name": "background"}])
     with pytest.raises(SourceError, match="background"):
         read_coco(path)
+
+
+@pytest.mark.parametrize("images, categories, message", [
+    ([{"file_name": "a.jpg", "width": 4, "height": 4}], None, r"images\[0\] has id=None; expected an integer"),
+    ([_image(1), {**_image(2), "id": "2"}], None, r"images\[1\] has id='2'; expected an integer"),
+    ([_image(1), "not a record"], None, r"images\[1\] is str; expected an object"),
+    ([_image(1), _image(1)], None, r"images\[1\] repeats id 1"),
+    ([_image(1)], [{"id": 3}], r"categories\[0\] has name=None; expected a string"),
+    ([_image(1)], [{"id": True, "name": "cat"}], r"categories\[0\] has id=True; expected an integer"),
+    ([_image(1)], [{"id": 3, "name": "cat"}, {"id": 4, "name": "cat"}], r"names \['cat'\] occur more than once"),
+])
+def test_malformed_records_name_the_file_and_record(tmp_path, images, categories, message):
+    path = tmp_path / "instances_bad.json"
+    path.write_text(json.dumps({"images": images, "annotations": [],
+                                "categories": categories or [{"id": 3, "name": "cat"}]}))
+    with pytest.raises(SourceError, match=message) as err:
+        read_coco(path)
+    assert str(path) in str(err.value)

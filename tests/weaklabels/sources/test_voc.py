@@ -246,7 +246,7 @@ def test_mask_value_outside_vocabulary(make_devkit):
     m = np.zeros((4, 4), np.uint8)
     m[1, 1] = 42
     root = make_devkit({"v42": {"mask": m}})
-    with pytest.raises(SchemaError, match=r"'v42'.*\[42\]"):
+    with pytest.raises(SchemaError, match=r"'v42' \(.*SegmentationClass/v42\.png\).*\[42\]"):
         read_voc(root)[0]
 
 
@@ -293,3 +293,24 @@ def test_instance_without_foreground(make_devkit):
     root = make_devkit({"bg": {"image": (4, 4), "mask": np.zeros((4, 4), np.uint8), "object": obj}})
     with pytest.raises(SourceError, match="'bg'.*instance 1"):
         read_voc(root)[0]
+
+
+def test_xml_boxes_past_the_image_are_clipped_with_a_note(make_devkit, kit):
+    root = make_devkit({"a": {"image": (6, 10), "xml": kit.voc_xml(10, 6, [{"name": "cat", "box": (3, 2, 12, 6)}])}})
+    s = read_voc(root)[0]
+    assert s.boxes.xyxy.tolist() == [[2, 1, 10, 6]]
+    assert len(s.notes) == 1 and "a.xml" in s.notes[0] and "clipped" in s.notes[0]
+    root = make_devkit({"a": {"image": (6, 10), "xml": kit.voc_xml(10, 6, [{"name": "cat", "box": (12, 2, 14, 6)}])}})
+    with pytest.raises(SourceError, match=r"a\.xml object 0: .* outside the 10x6 image"):
+        read_voc(root)[0]
+
+
+def test_bad_xml_beside_a_mask_costs_only_the_boxes(make_devkit, kit):
+    mask = np.zeros((6, 8), np.uint8)
+    mask[1:3, 1:4] = 8
+    xml = kit.voc_xml(8, 6, [{"name": "unicorn", "box": (2, 2, 4, 3)}])
+    s = read_voc(make_devkit({"a": {"image": (6, 8), "mask": mask, "xml": xml}}))[0]
+    assert s.boxes is None and np.array_equal(s.semantic.array, mask)
+    assert "a.xml" in s.notes[0] and "unicorn" in s.notes[0]
+    with pytest.raises(SourceError, match=r"b\.xml object 0"):  # no mask: the XML is all there is
+        read_voc(make_devkit({"b": {"image": (6, 8), "xml": xml}}))[0]
