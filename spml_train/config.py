@@ -114,7 +114,6 @@ class RunConfig:
     channels_last: bool = True
     checkpoint_every: int = 1000
     log_every: int = 20
-    eval_every: int = 0         # 0: evaluate at the end only
     resume: bool = True         # continue from the run directory's last checkpoint
     threads: int = 0            # torch threads on CPU (0: torch's default)
     progress: bool = True
@@ -174,6 +173,75 @@ class SPMLConfig:
     stage2: Stage2Config = field(default_factory=Stage2Config)
     run: RunConfig = field(default_factory=RunConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+class ConfigError(ValueError):
+    """A setting outside its range: the message names the key, the value and what is expected."""
+
+
+def validate(cfg: Any) -> None:
+    """Check every setting's range before any work starts (a bad value otherwise surfaces as a
+    tensor-shape error deep in training, or after it). Raises ``ConfigError``."""
+    from spml_train.model import BACKBONES
+
+    problems: list[str] = []
+
+    def need(ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            problems.append(f"{key}={OmegaConf.select(cfg, key)!r}: expected {expected}")
+
+    d, o, e = cfg.data, cfg.optim, cfg.eval
+    need(d.kind in ("tags", "boxes", "points", "scribbles"), "data.kind", "tags, boxes, points or scribbles")
+    need(d.crop >= 16, "data.crop", "at least 16 pixels")
+    need(0 < d.scale_min <= d.scale_max, "data.scale_min", f"0 < scale_min <= scale_max ({d.scale_max})")
+    need(d.batch_size >= 1, "data.batch_size", "at least 1")
+    need(d.workers >= 0, "data.workers", "0 or more")
+    need(d.dilate >= 0, "data.dilate", "0 or more")
+    need(all(len(p) == 2 for p in d.flip_pairs), "data.flip_pairs", "pairs [a, b] of class indices")
+    if d.shapes.num_train:
+        need(d.shapes.num_val >= 1, "data.shapes.num_val", "at least 1 validation image")
+        need(d.shapes.num_classes >= 1, "data.shapes.num_classes", "at least 1")
+    else:
+        need(bool(d.train), "data.train", "the folder `weaklabels convert` wrote (or data.shapes.num_train > 0)")
+        need(bool(d.val), "data.val", "the evaluation folder `weaklabels convert` wrote")
+    need(cfg.model.backbone in BACKBONES, "model.backbone", f"one of {', '.join(BACKBONES)}")
+    need(cfg.model.embedding in ("aspp", "psp"), "model.embedding", "aspp or psp")
+    need(cfg.model.dim >= 2, "model.dim", "at least 2")
+    need(cfg.segments.grid >= 1, "segments.grid", "at least 1")
+    need(cfg.segments.memory_grid >= 1, "segments.memory_grid", "at least 1")
+    need(cfg.segments.iterations >= 1, "segments.iterations", "at least 1")
+    need(cfg.segments.memory_iterations >= 0, "segments.memory_iterations", "0 or more")
+    for t in ("c", "o", "v", "a"):
+        need(cfg.loss[f"lambda_{t}"] >= 0, f"loss.lambda_{t}", "0 or more")
+        need(cfg.loss[f"kappa_{t}"] > 0, f"loss.kappa_{t}", "a positive concentration")
+    need(cfg.loss.chunk >= 0, "loss.chunk", "0 (automatic) or a positive number of pixels")
+    need(o.lr > 0, "optim.lr", "a positive learning rate")
+    need(o.iterations >= 1, "optim.iterations", "at least 1")
+    need(o.warmup >= 0, "optim.warmup", "0 or more iterations")
+    need(0 < o.warmup_factor <= 1, "optim.warmup_factor", "in (0, 1]")
+    need(o.momentum >= 0 and o.weight_decay >= 0, "optim.momentum", "momentum and weight_decay 0 or more")
+    dev = str(cfg.run.device)
+    need(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "run.device", "auto, cpu, cuda or cuda:N")
+    need(cfg.run.checkpoint_every >= 1, "run.checkpoint_every", "at least 1")
+    need(cfg.run.log_every >= 1, "run.log_every", "at least 1")
+    need(cfg.run.threads >= 0, "run.threads", "0 (torch's default) or more")
+    p = cfg.pseudo
+    need(p.stride >= 1 and p.log2_steps >= 0, "pseudo.stride", "stride at least 1 (and log2_steps 0 or more)")
+    need(len(p.crf_gaussian) == 2 and len(p.crf_bilateral) == 3, "pseudo.crf_bilateral",
+         "crf_gaussian [weight, xy] and crf_bilateral [weight, xy, rgb]")
+    need(p.max_images >= 0, "pseudo.max_images", "0 (all) or more")
+    s2 = cfg.stage2
+    need(s2.rounds >= 1, "stage2.rounds", "at least 1")
+    need(s2.iterations >= 1, "stage2.iterations", "at least 1 (stage2.enabled=false skips stage 2)")
+    need(s2.lr > 0, "stage2.lr", "a positive learning rate")
+    need(s2.batch_size >= 0, "stage2.batch_size", "0 (data.batch_size) or more")
+    need(len(e.scales) >= 1 and all(v > 0 for v in e.scales), "eval.scales", "one or more positive scales")
+    need(e.max_images >= 0, "eval.max_images", "0 (all) or more")
+    need(e.retrieval_k >= 1, "eval.retrieval_k", "at least 1 neighbour")
+    need(e.retrieval_grid >= 1, "eval.retrieval_grid", "at least 1")
+    need(d.cam.iterations >= 1 and d.cam.lr > 0, "data.cam.iterations", "at least 1 (with a positive data.cam.lr)")
+    if problems:
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
 
 
 def recipes_dir() -> Path:

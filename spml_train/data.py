@@ -59,6 +59,24 @@ def dilate_labels(label: np.ndarray, radius: float, num_classes: int, unlabelled
     return out
 
 
+def _check_kind(folder: Path, kind: str) -> None:
+    """The weak labels in ``folder`` are of ``kind`` (SPML's points setting may train on one-point
+    scribbles, ``--to scribbles --length-ratio 0``): another kind would silently train the wrong
+    pseudo-label path."""
+    import json
+
+    from weaklabels.convert import MARKER
+    from weaklabels.errors import SchemaError
+
+    marker = folder / MARKER
+    if not marker.is_file():  # written by an older weaklabels, or by hand: nothing to compare
+        return
+    written = json.loads(marker.read_text()).get("options", {}).get("kind")
+    if written and written != kind and not (kind == "points" and written == "scribbles"):
+        raise SchemaError(f"{folder} holds {written} weak labels (see {MARKER}) but data.kind={kind}; "
+                          f"set data.kind={written} or convert the data with --to {kind}")
+
+
 class ConvertedDataset(torch.utils.data.Dataset):
     """Items of one split of a converted dataset; train mode augments and crops."""
 
@@ -72,6 +90,8 @@ class ConvertedDataset(torch.utils.data.Dataset):
             raise FileNotFoundError(f"{self.folder} is not a dataset written by weaklabels convert "
                                     f"(no vocabulary.json); run `weaklabels convert ... --out {self.folder}`")
         self.vocabulary = Vocabulary.load(vocab_file)
+        if train and not full_supervision:
+            _check_kind(self.folder, kind)
         self.files = sorted((self.folder / "data").glob(f"{split}-*.parquet"))
         if not self.files:
             raise FileNotFoundError(f"{self.folder}: no parquet shard for split {split!r}")
@@ -204,12 +224,20 @@ def candidate_grid(boxes: list[torch.Tensor], num_classes: int, background: int 
 
 def prepare_toy(cfg, root: Path) -> tuple[Path, Path]:
     """Generate the shapes scenes and convert them with weaklabels (train: the weak labels and
-    regions; val: full masks). Returns the two dataset folders; reuses them when present."""
+    regions; val: full masks). Returns the two dataset folders; reuses them when present. They
+    live under ``root/shapes-KEY``, KEY a hash of ``data.shapes``: other settings get other data."""
+    import hashlib
+    import json
+
+    from omegaconf import OmegaConf
+
     from weaklabels.convert import ConvertOptions, convert
     from weaklabels.sources.shapes import shapes_vocabulary, write_shapes
     from weaklabels.sources.voc import read_voc
 
     sh = cfg.data.shapes
+    key = hashlib.sha256(json.dumps(OmegaConf.to_container(sh), sort_keys=True).encode()).hexdigest()[:10]
+    root = root / f"shapes-{key}"
     raw = root / "shapes"
     train_out, val_out = root / f"train_{cfg.data.kind}", root / "val"
     if (train_out / "README.md").is_file() and (val_out / "README.md").is_file():

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from spml_train import data as data_mod
+from spml_train.config import ConfigError
 from spml_train.loss import location_features, spml_loss
 from spml_train.model import build_model, freeze_stem, param_groups
 from spml_train import distributed
@@ -132,11 +133,12 @@ def train_step(model, batch: dict, cfg, vocab: Vocabulary, bank: MemoryBank, dev
 # --------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path: Path, model, optimizer, bank: MemoryBank, it: int, epoch: int, position: int) -> None:
+def save_checkpoint(path: Path, model, optimizer, bank: MemoryBank, it: int, epoch: int, position: int,
+                    skipped: int = 0) -> None:
     """Everything needed to continue exactly; written to a temporary name, then renamed."""
     state = {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "memory": bank.state_dict(),
-        "iteration": it, "epoch": epoch, "position": position,
+        "iteration": it, "epoch": epoch, "position": position, "skipped_steps": skipped,
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
     }
@@ -146,7 +148,8 @@ def save_checkpoint(path: Path, model, optimizer, bank: MemoryBank, it: int, epo
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model, optimizer, bank: MemoryBank) -> tuple[int, int, int]:
+def load_checkpoint(path: Path, model, optimizer, bank: MemoryBank) -> tuple[int, int, int, int]:
+    """Restore a ``save_checkpoint`` state; returns ``(iteration, epoch, position, skipped steps)``."""
     state = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -157,7 +160,17 @@ def load_checkpoint(path: Path, model, optimizer, bank: MemoryBank) -> tuple[int
     random.setstate(rng["python"])
     if rng.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return state["iteration"], state["epoch"], state["position"]
+    return state["iteration"], state["epoch"], state["position"], state.get("skipped_steps", 0)
+
+
+def _truncate_log(path: Path, iteration: int) -> None:
+    """Drop the records of steps after ``iteration`` (logged before an interruption, redone now)."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("iter", 0) <= iteration]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in keep))
+    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- data order
@@ -189,7 +202,11 @@ def batches(dataset, cfg, epoch: int, position: int, *, alone: bool = False):
     rank, size = (0, 1) if alone or not distributed.active() else distributed.world()[:2]
     B = cfg.data.batch_size
     if B % size:
-        raise ValueError(f"data.batch_size={B} does not split over {size} processes")
+        raise ConfigError(f"data.batch_size={B} does not split over {size} processes")
+    usable = len(dataset) - len(dataset) % size
+    if usable < B:  # full batches only (drop_last): none at all would loop here forever
+        raise ConfigError(f"the training split has {len(dataset)} images, fewer than data.batch_size={B}; "
+                          f"expected at least one full batch (lower data.batch_size)")
     while True:
         dataset.epoch = epoch
         sampler = EpochSampler(len(dataset) - len(dataset) % size, cfg.run.seed, epoch, position, rank, size)
@@ -240,18 +257,20 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
     bank = MemoryBank(cfg.segments.memory_iterations)
 
     ckpt = stage_dir / "checkpoints" / "last.pt"
-    start, epoch, position = 0, 0, 0
+    start, epoch, position, skipped = 0, 0, 0, 0
     if cfg.run.resume and ckpt.is_file():
-        start, epoch, position = load_checkpoint(ckpt, model, optimizer, bank)
+        start, epoch, position, skipped = load_checkpoint(ckpt, model, optimizer, bank)
         log.info("resumed from %s at iteration %d", ckpt, start)
         if start > cfg.optim.iterations:
-            raise ValueError(f"{ckpt} holds {start} iterations of stage 1, more than optim.iterations="
+            raise ConfigError(f"{ckpt} holds {start} iterations of stage 1, more than optim.iterations="
                              f"{cfg.optim.iterations}; ask for at least {start} or use another run.dir")
     plain = model
     if dist_on:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None)
 
+    if main_rank:
+        _truncate_log(stage_dir / "log.jsonl", start)
     logf = open(stage_dir / "log.jsonl", "a") if main_rank else None
     board = None
     if main_rank:
@@ -268,7 +287,7 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
         bar = tqdm(total=cfg.optim.iterations, initial=start, desc=f"{cfg.name} stage 1", dynamic_ncols=True)
     stream = batches(train_ds, cfg, epoch, position)
     model.train()
-    t_last, n_img, skipped = time.perf_counter(), 0, 0
+    t_last, n_img = time.perf_counter(), 0
     it = start
     while it < cfg.optim.iterations:
         epoch, position, batch = next(stream)
@@ -285,13 +304,13 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
             # a non-finite loss would poison the weights: skip the step, keep the record
             skipped += 1
             if logf:
-                logf.write(json.dumps({"iter": it, "nonfinite_loss": True, "terms": res.terms}) + "\n")
+                logf.write(json.dumps({"iter": it + 1, "nonfinite_loss": True, "terms": res.terms}) + "\n")
         else:
             res.loss.backward()
             optimizer.step()
         it += 1
         if main_rank and (it % cfg.run.checkpoint_every == 0 or it == cfg.optim.iterations):
-            save_checkpoint(ckpt, plain, optimizer, bank, it, epoch, position)
+            save_checkpoint(ckpt, plain, optimizer, bank, it, epoch, position, skipped)
         if skip:
             continue
         n_img += len(batch["image"]) * size  # the global batch

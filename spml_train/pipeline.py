@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +41,13 @@ from omegaconf import OmegaConf
 
 from spml_train import data as data_mod
 from spml_train import distributed
+from spml_train.config import ConfigError
 from spml_train.engine import batches, load_trained, resolve_device, train_spml
 from spml_train.evaluate import evaluate, iou_table
 
 log = logging.getLogger(__name__)
 
-KEY_VERSION = 1  # bump when a stage's output changes for the same configuration
+KEY_VERSION = 2  # bump when a stage's output changes for the same configuration
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,22 @@ def _section(cfg, *paths: str) -> dict:
     for p in paths:
         node = OmegaConf.select(cfg, p)
         out[p] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    return out
+
+
+# settings that never change what a stage computes: left out of its key, so that changing them
+# (more loader workers, another evaluation split, another chunk size) retrains nothing
+_NOT_IN_KEY = ("data.workers", "data.val", "data.val_split", "loss.chunk")
+
+
+def _key_section(cfg, *paths: str, drop: tuple[str, ...] = ()) -> dict:
+    """``_section`` without ``_NOT_IN_KEY`` and ``drop`` (dotted paths below the given ones)."""
+    out = _section(cfg, *paths)
+    for full in _NOT_IN_KEY + drop:
+        head, _, leaf = full.rpartition(".")
+        node = out.get(head)
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     return out
 
 
@@ -200,7 +218,7 @@ def run(cfg, run_dir: Path) -> dict | None:
 
 def _run_cam(r: _Run) -> Stage:
     """CAM labels for C (tags, boxes), on rank 0 while the other ranks wait."""
-    cam = r.stages.open("cam", _section(r.cfg, "data", "model.backbone", "model.weights", "run.seed"), [])
+    cam = r.stages.open("cam", _key_section(r.cfg, "data", "model.backbone", "model.weights", "run.seed"), [])
     if r.main and not cam.done:
         r.stages.finish(cam, _cam_stage(r.cfg, r.weak_ds, r.train_dir, cam.dir, r.device))
     if r.dist_on:
@@ -216,9 +234,14 @@ def _run_stage1(r: _Run, cam: Stage | None, final: bool):
     # optim.iterations is left out of the key: asking for more iterations continues the same stage
     # from its checkpoint (the poly schedule then stretches to the new length)
     optim = {k: v for k, v in _section(cfg, "optim")["optim"].items() if k != "iterations"}
-    s1 = r.stages.open("stage1", {**_section(cfg, "data", "model", "segments", "loss", "run.seed"), "optim": optim},
-                       [cam] if cam else [])
-    s1_done = s1.done and s1.summary().get("iterations") == cfg.optim.iterations
+    # data.cam reaches stage 1 only through the CAM stage's key (an input)
+    s1 = r.stages.open("stage1", {**_key_section(cfg, "data", "model", "segments", "loss", "run.seed",
+                                                 drop=("data.cam",)), "optim": optim}, [cam] if cam else [])
+    trained = s1.summary().get("iterations") if s1.done else None
+    if trained is not None and trained > cfg.optim.iterations:  # refused before anything is touched
+        raise ConfigError(f"{s1.dir} holds a finished stage 1 of {trained} iterations, more than "
+                          f"optim.iterations={cfg.optim.iterations}; ask for at least {trained} or use another run.dir")
+    s1_done = trained == cfg.optim.iterations
     if r.dist_on:  # every rank has read done.json before rank 0 removes a stale one
         torch.distributed.barrier()
     if r.main and s1.done and not s1_done:  # more iterations asked for: continue from the checkpoint
@@ -235,9 +258,11 @@ def _run_stage1(r: _Run, cam: Stage | None, final: bool):
         torch.distributed.destroy_process_group()
     if not r.main:
         return None
-    m1 = _evaluate(cfg, model, r.val_ds, vocab, s1.dir, r.device, r.weak_ds.flip_perm, final, r.run_dir)
+    m1 = _evaluate(cfg, model, r.val_ds, vocab, s1.dir, r.device, r.weak_ds.flip_perm, final, r.run_dir, s1_done)
     if cfg.eval.retrieval:
-        m1["retrieval"] = _retrieval(cfg, model, r.train_dir, r.val_ds, vocab, r.device)
+        # the memory holds the labelled segments C trained on: the CAM labels for tags and boxes
+        m1["retrieval"] = _retrieval(cfg, model, cam.dir / "data" if cam else r.train_dir, r.val_ds, vocab,
+                                     r.device)
     if not s1_done:
         r.stages.finish(s1, {"mIoU": m1["mIoU"], "iterations": cfg.optim.iterations, "skipped_steps": skipped})
     r.report["stage1"] = {"mIoU": m1["mIoU"], "dir": s1.dir.name}
@@ -267,7 +292,7 @@ def _run_stage2(r: _Run, s1: Stage, cam: Stage | None, model, rounds: int) -> di
                                              "data.batch_size", "run.seed"), "stage2": s2_cfg}, [ps])
         head = _stage2(cfg, model, ps.dir / "data", s2, r.device, len(vocab))
         metrics = _evaluate(cfg, head, r.val_ds, vocab, s2.dir, r.device, r.weak_ds.flip_perm, k == rounds - 1,
-                            r.run_dir)
+                            r.run_dir, s2.done)
         if not s2.done:
             r.stages.finish(s2, {"mIoU": metrics["mIoU"]})
         r.report[name] = {"mIoU": metrics["mIoU"], "dir": s2.dir.name}
@@ -396,22 +421,41 @@ def _stage2(cfg, model, data_dir: Path, st: Stage, device: torch.device, num_cla
     return head
 
 
-def _evaluate(cfg, model, val_ds, vocab, out_dir: Path, device, flip_perm, final: bool, run_dir: Path) -> dict:
+def _evaluate(cfg, model, val_ds, vocab, out_dir: Path, device, flip_perm, final: bool, run_dir: Path,
+              trained_before: bool) -> dict:
     """Evaluate on the validation split into ``out_dir``; the final stage also writes predictions to
-    ``run_dir/predictions``."""
+    ``run_dir/predictions`` (cleared first: none are left from an earlier run). A stage whose
+    weights were already trained (``trained_before``) and evaluated with the same settings reuses
+    its ``metrics.json`` (and the final stage its predictions) instead of evaluating again."""
+    key = stage_key("eval", _section(cfg, "eval", "data.val", "data.val_split"), [out_dir.name])
+    metrics_file, pred_dir = out_dir / "metrics.json", run_dir / "predictions"
+    want_pred = cfg.eval.save_predictions and final
+    if trained_before and metrics_file.is_file():
+        m = json.loads(metrics_file.read_text())
+        pred_key = (pred_dir / ".key").read_text() if (pred_dir / ".key").is_file() else None
+        if m.get("eval_key") == key and (not want_pred or pred_key == key):
+            log.info("%s: evaluation reused (same weights and settings)", out_dir.name)
+            return m
+    if final:
+        shutil.rmtree(pred_dir, ignore_errors=True)
     loader = torch.utils.data.DataLoader(val_ds, batch_size=1, shuffle=False, num_workers=0,
                                          collate_fn=data_mod.collate)
-    return evaluate(model, loader, vocab, out_dir, device=device, scales=list(cfg.eval.scales), flip=cfg.eval.flip,
-                    save_predictions=cfg.eval.save_predictions and final, max_images=cfg.eval.max_images,
-                    split=cfg.data.val_split, flip_perm=flip_perm, crf=cfg.eval.crf,
-                    predictions_dir=run_dir / "predictions")
+    m = evaluate(model, loader, vocab, out_dir, device=device, scales=list(cfg.eval.scales), flip=cfg.eval.flip,
+                 save_predictions=want_pred, max_images=cfg.eval.max_images,
+                 split=cfg.data.val_split, flip_perm=flip_perm, crf=cfg.eval.crf, predictions_dir=pred_dir)
+    m["eval_key"] = key
+    metrics_file.write_text(json.dumps(m, indent=2) + "\n")
+    if want_pred:
+        (pred_dir / ".key").write_text(key)
+    return m
 
 
 def _retrieval(cfg, model, train_dir: Path, val_ds, vocab, device) -> dict:
     from spml_train.evaluate import evaluate_retrieval
 
     d = cfg.data
-    mem_ds = data_mod.ConvertedDataset(train_dir, d.train_split, kind=d.kind, train=False, labels="weak")
+    mem_ds = data_mod.ConvertedDataset(train_dir, d.train_split, kind=d.kind, train=False,
+                                       labels="gt" if d.full_supervision else "weak")
     mem = torch.utils.data.DataLoader(mem_ds, batch_size=1, shuffle=False, num_workers=0, collate_fn=data_mod.collate)
     val = torch.utils.data.DataLoader(val_ds, batch_size=1, shuffle=False, num_workers=0, collate_fn=data_mod.collate)
     return evaluate_retrieval(model, mem, val, vocab, device=device, k=cfg.eval.retrieval_k, grid=cfg.eval.retrieval_grid,

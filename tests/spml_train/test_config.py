@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 from hydra import compose, initialize
 from omegaconf import OmegaConf
 
-from spml_train.config import load_recipe, recipe_names, register
+from spml_train.config import ConfigError, load_recipe, recipe_names, register, validate
 
 register()
 
@@ -24,6 +25,7 @@ def test_every_recipe_composes_and_resolves(name):
     cfg = _compose(f"recipe={name}")
     assert cfg.name == name
     OmegaConf.to_container(cfg, resolve=True)
+    validate(cfg)
 
 
 def test_required_recipes_exist():
@@ -66,3 +68,28 @@ def test_base_chain_is_merged():
 def test_help_lists_recipes():
     out = subprocess.run([sys.executable, "-m", "spml_train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "voc_scribbles" in out.stdout and "toy_full" in out.stdout
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.crop=0", "data.crop=0: expected at least 16"),
+    ("eval.scales=[]", "eval.scales=[]: expected one or more"),
+    ("stage2.iterations=0", "stage2.iterations=0"),
+    ("data.scale_min=2", "data.scale_min=2.0: expected 0 < scale_min <= scale_max"),
+    ("run.device=gpu", "run.device='gpu'"),
+    ("optim.lr=-1", "optim.lr=-1.0: expected a positive"),
+    ("data.shapes.num_val=0", "data.shapes.num_val=0"),
+    ("eval.retrieval_k=0", "eval.retrieval_k=0"),
+    ("segments.grid=0", "segments.grid=0"),
+    ("model.backbone=resnet7", "model.backbone='resnet7': expected one of"),
+    ("data.kind=masks", "data.kind='masks'"),
+])
+def test_out_of_range_settings_are_refused_up_front(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(_compose("recipe=toy_tags", override))
+
+
+def test_cli_reports_a_bad_setting_without_a_traceback(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "spml_train", "recipe=toy_full", f"run.dir={tmp_path}",
+                          "data.crop=0"], capture_output=True, text=True)
+    assert out.returncode == 2 and "data.crop=0" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "data").exists()  # refused before any work

@@ -149,3 +149,30 @@ def test_fewer_iterations_than_trained_is_an_error(tmp_path):
     pipeline.run(_small("toy_scribbles", run_dir, "optim.iterations=3"), run_dir)
     with pytest.raises(ValueError, match="more than optim.iterations=2"):
         pipeline.run(_small("toy_scribbles", run_dir, "optim.iterations=2"), run_dir)
+    # refused before anything was touched: the finished stage is still finished
+    assert (pipeline.stage_dirs(run_dir)["stage1"] / "done.json").is_file()
+
+
+def test_interrupted_run_resumes_without_duplicate_logs(tmp_path, monkeypatch):
+    _poison_step(monkeypatch, 2)
+    real = engine.train_step
+    calls = {"n": 0}
+
+    def interrupting(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:  # after the checkpoint at 3 and the log record of step 4
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine, "train_step", interrupting)
+    run_dir = tmp_path / "cut"
+    more = ("optim.iterations=6", "run.checkpoint_every=3", "run.log_every=1")
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(_small("toy_scribbles", run_dir, *more), run_dir)
+    log_file = pipeline.stage_dirs(run_dir)["stage1"] / "log.jsonl"
+    assert [json.loads(x)["iter"] for x in log_file.read_text().splitlines()] == [1, 2, 3, 4]
+    monkeypatch.setattr(engine, "train_step", real)
+    metrics = pipeline.run(_small("toy_scribbles", run_dir, *more), run_dir)
+    iters = [json.loads(x)["iter"] for x in log_file.read_text().splitlines()]
+    assert iters == [1, 2, 3, 4, 5, 6]  # step 4 redone after the resume at 3, logged once
+    assert metrics["skipped_steps"] == 1  # the NaN step before the checkpoint is still counted

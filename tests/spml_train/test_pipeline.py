@@ -8,6 +8,7 @@ import pytest
 from hydra import compose, initialize
 
 from spml_train import pipeline
+from spml_train.evaluate import evaluate
 from spml_train.config import register
 from spml_train.pipeline import plan, stage_dirs, stage_key
 
@@ -72,8 +73,17 @@ def test_whole_pipeline_then_cached_then_partial_rerun(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "train_spml", boom)
     monkeypatch.setattr(pipeline, "_cam_stage", boom)
     monkeypatch.setattr(pipeline, "_pseudo_stage", boom)
-    again = pipeline.run(_tiny("toy_boxes", run_dir), run_dir)
+    monkeypatch.setattr(pipeline, "evaluate", boom)  # evaluations of unchanged weights are reused too
+    # settings that do not change what a stage computes are not in its key
+    again = pipeline.run(_tiny("toy_boxes", run_dir, "data.workers=1", "loss.chunk=4096"), run_dir)
     assert again["mIoU"] == pytest.approx(metrics["mIoU"])
+    assert sorted(p.name for p in (run_dir / "predictions").iterdir())[:1] == [".key"]
+    # another evaluation setting: evaluated again (no training), stale predictions cleared first
+    monkeypatch.setattr(pipeline, "evaluate", evaluate)
+    (run_dir / "predictions" / "stale.png").write_bytes(b"")
+    pipeline.run(_tiny("toy_boxes", run_dir, "eval.max_images=2"), run_dir)
+    assert len(list((run_dir / "predictions").glob("*_overlay.jpg"))) == 2
+    assert not (run_dir / "predictions" / "stale.png").exists()
 
     # a pseudo-label setting changed: CAM and stage 1 reused, pseudo labels and stage 2 redone
     monkeypatch.undo()
@@ -168,3 +178,12 @@ def test_full_supervision_writes_predictions_whatever_the_rounds(tmp_path):
     run_dir = tmp_path / "full"
     metrics = pipeline.run(_tiny("toy_full", run_dir, "stage2.rounds=2"), run_dir)
     assert metrics["stage"] == "stage2" and any((run_dir / "predictions").glob("*.png"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["toy_tags", "toy_full"])
+def test_retrieval_memory_holds_labelled_segments(tmp_path, recipe):
+    # tags: the memory comes from the CAM labels C trained on (the weak labels hold no segment)
+    run_dir = tmp_path / recipe
+    metrics = pipeline.run(_tiny(recipe, run_dir, "eval.retrieval=true", "stage2.enabled=false"), run_dir)
+    assert 0 <= metrics["retrieval"]["mIoU"] <= 100
