@@ -62,7 +62,8 @@ def main() -> None:
 
     # run.dir given: Hydra's own files (.hydra/, the text log) go there too, not to ./outputs/
     given = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("run.dir=")]
-    if given and given[-1] and not any(a.startswith("hydra.run.dir=") for a in sys.argv[1:]):
+    if given and given[-1] not in ("", "null", "None", "~") and not any(a.startswith("hydra.run.dir=")
+                                                                     for a in sys.argv[1:]):
         sys.argv.append(f"hydra.run.dir={given[-1]}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     _main()

@@ -218,7 +218,7 @@ def validate(cfg: Any) -> None:
     need(o.lr > 0, "optim.lr", "a positive learning rate")
     need(o.iterations >= 1, "optim.iterations", "at least 1")
     need(o.warmup >= 0, "optim.warmup", "0 or more iterations")
-    need(0 < o.warmup_factor <= 1, "optim.warmup_factor", "in (0, 1]")
+    need(0 <= o.warmup_factor <= 1, "optim.warmup_factor", "in [0, 1]")
     need(o.momentum >= 0 and o.weight_decay >= 0, "optim.momentum", "momentum and weight_decay 0 or more")
     dev = str(cfg.run.device)
     need(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "run.device", "auto, cpu, cuda or cuda:N")

@@ -167,7 +167,14 @@ def _truncate_log(path: Path, iteration: int) -> None:
     """Drop the records of steps after ``iteration`` (logged before an interruption, redone now)."""
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("iter", 0) <= iteration]
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            rec = json.loads(ln)
+        except json.JSONDecodeError:  # a line torn by the interruption (or a full disk)
+            continue
+        if isinstance(rec, dict) and rec.get("iter", 0) <= iteration:
+            keep.append(ln)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(ln + "\n" for ln in keep))
     os.replace(tmp, path)
@@ -305,6 +312,7 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
             skipped += 1
             if logf:
                 logf.write(json.dumps({"iter": it + 1, "nonfinite_loss": True, "terms": res.terms}) + "\n")
+                logf.flush()
         else:
             res.loss.backward()
             optimizer.step()

@@ -9,7 +9,8 @@ several passes over ``(rows, m)`` tensors. Here each program keeps a tile of log
 
 The relation is given as distinct rows ``R (U, m)`` and each pixel's row index (``loss._patterns``),
 the own segment as a column index (-1: not a candidate); every candidate is visible (relations
-without groups). Products run in full fp32 (``input_precision="ieee"``), as the torch path.
+without groups). Products keep fp32 accuracy, as the torch path: ``tf32x3`` on a GPU, plain
+fp32 (``ieee``) in the interpreter.
 
 Used by ``loss.py`` only when asked for (``SPML_FUSED=1``) on CUDA with Triton installed;
 ``SPML_TRITON_INTERPRET=1`` (with ``TRITON_INTERPRET=1``) runs the same kernels on the CPU for

@@ -258,7 +258,8 @@ def _run_stage1(r: _Run, cam: Stage | None, final: bool):
         torch.distributed.destroy_process_group()
     if not r.main:
         return None
-    m1 = _evaluate(cfg, model, r.val_ds, vocab, s1.dir, r.device, r.weak_ds.flip_perm, final, r.run_dir, s1_done)
+    m1 = _evaluate(cfg, model, r.val_ds, vocab, s1.dir, r.device, r.weak_ds.flip_perm, final, r.run_dir,
+                   f"{s1.key}@{cfg.optim.iterations}", s1_done)
     if cfg.eval.retrieval:
         # the memory holds the labelled segments C trained on: the CAM labels for tags and boxes
         m1["retrieval"] = _retrieval(cfg, model, cam.dir / "data" if cam else r.train_dir, r.val_ds, vocab,
@@ -292,7 +293,7 @@ def _run_stage2(r: _Run, s1: Stage, cam: Stage | None, model, rounds: int) -> di
                                              "data.batch_size", "run.seed"), "stage2": s2_cfg}, [ps])
         head = _stage2(cfg, model, ps.dir / "data", s2, r.device, len(vocab))
         metrics = _evaluate(cfg, head, r.val_ds, vocab, s2.dir, r.device, r.weak_ds.flip_perm, k == rounds - 1,
-                            r.run_dir, s2.done)
+                            r.run_dir, s2.key, s2.done)
         if not s2.done:
             r.stages.finish(s2, {"mIoU": metrics["mIoU"]})
         r.report[name] = {"mIoU": metrics["mIoU"], "dir": s2.dir.name}
@@ -422,12 +423,13 @@ def _stage2(cfg, model, data_dir: Path, st: Stage, device: torch.device, num_cla
 
 
 def _evaluate(cfg, model, val_ds, vocab, out_dir: Path, device, flip_perm, final: bool, run_dir: Path,
-              trained_before: bool) -> dict:
+              weights: str, trained_before: bool) -> dict:
     """Evaluate on the validation split into ``out_dir``; the final stage also writes predictions to
-    ``run_dir/predictions`` (cleared first: none are left from an earlier run). A stage whose
-    weights were already trained (``trained_before``) and evaluated with the same settings reuses
-    its ``metrics.json`` (and the final stage its predictions) instead of evaluating again."""
-    key = stage_key("eval", _section(cfg, "eval", "data.val", "data.val_split"), [out_dir.name])
+    ``run_dir/predictions`` (cleared first: none are left from an earlier run). ``weights`` names
+    the model's weights (a stage key, with stage 1's iteration count): when they were already
+    trained (``trained_before``) and evaluated with the same settings, ``metrics.json`` (and the
+    final stage's predictions) are reused instead of evaluating again."""
+    key = stage_key("eval", _section(cfg, "eval", "data.val", "data.val_split"), [weights])
     metrics_file, pred_dir = out_dir / "metrics.json", run_dir / "predictions"
     want_pred = cfg.eval.save_predictions and final
     if trained_before and metrics_file.is_file():

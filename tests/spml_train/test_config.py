@@ -93,3 +93,13 @@ def test_cli_reports_a_bad_setting_without_a_traceback(tmp_path):
                           "data.crop=0"], capture_output=True, text=True)
     assert out.returncode == 2 and "data.crop=0" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "data").exists()  # refused before any work
+
+
+def test_boundary_values_stay_valid():
+    validate(_compose("recipe=toy_tags", "optim.warmup_factor=0", "optim.warmup=0", "loss.lambda_v=0"))
+
+
+def test_cli_with_run_dir_null_uses_hydras_folder(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "spml_train", "recipe=toy_full", "run.dir=null", "data.crop=0"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and "data.crop=0" in out.stderr  # reached validation: Hydra accepted it

@@ -176,3 +176,10 @@ def test_interrupted_run_resumes_without_duplicate_logs(tmp_path, monkeypatch):
     iters = [json.loads(x)["iter"] for x in log_file.read_text().splitlines()]
     assert iters == [1, 2, 3, 4, 5, 6]  # step 4 redone after the resume at 3, logged once
     assert metrics["skipped_steps"] == 1  # the NaN step before the checkpoint is still counted
+
+
+def test_log_truncation_skips_a_torn_line(tmp_path):
+    log_file = tmp_path / "log.jsonl"
+    log_file.write_text('{"iter": 1, "loss": 2.0}\n{"iter": 2, "loss": 1.5}\n{"iter": 3, "nonfinite_loss": tr')
+    engine._truncate_log(log_file, 2)
+    assert [json.loads(x)["iter"] for x in log_file.read_text().splitlines()] == [1, 2]

@@ -187,3 +187,22 @@ def test_retrieval_memory_holds_labelled_segments(tmp_path, recipe):
     run_dir = tmp_path / recipe
     metrics = pipeline.run(_tiny(recipe, run_dir, "eval.retrieval=true", "stage2.enabled=false"), run_dir)
     assert 0 <= metrics["retrieval"]["mIoU"] <= 100
+
+
+@pytest.mark.slow
+def test_predictions_follow_the_weights_after_stage1_continues(tmp_path, monkeypatch):
+    run_dir = tmp_path / "pred"
+    pipeline.run(_tiny("toy_scribbles", run_dir, "stage2.enabled=false"), run_dir)
+    first = (run_dir / "predictions" / ".key").read_text()
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_stage2", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # stage 1 continues to 4 iterations, stage 2 is cut
+        pipeline.run(_tiny("toy_scribbles", run_dir, "optim.iterations=4"), run_dir)
+    monkeypatch.undo()
+    calls = []
+    monkeypatch.setattr(pipeline, "evaluate", lambda *a, **k: calls.append(1) or evaluate(*a, **k))
+    pipeline.run(_tiny("toy_scribbles", run_dir, "optim.iterations=4", "stage2.enabled=false"), run_dir)
+    assert calls and (run_dir / "predictions" / ".key").read_text() != first

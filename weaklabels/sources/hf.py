@@ -70,11 +70,11 @@ def _load_unchecked(root: str, split: str):
 
 
 def _split_files(folder: Path, split: str) -> list[Path]:
-    """Parquet files of ``split`` in ``folder``: ``split.parquet``, ``split-*.parquet``,
-    ``split_<digits>*.parquet`` or ``split/*.parquet``; a folder with no split names holds ``train``
-    only (the hub convention). Another split whose name extends this one (``train_aug`` beside
-    ``train``) is not matched."""
-    own = re.compile(rf"{re.escape(split)}(-.*|_\d.*)?")
+    """Parquet files of ``split`` in ``folder``: ``split.parquet``, shards ``split-NNNNN-of-NNNNN.parquet``
+    or ``split-N.parquet``, or ``split/*.parquet``; a folder with no split names holds ``train``
+    only (the hub convention). A split whose name extends this one (``train_aug``, ``train_2017``,
+    ``test-2`` beside ``train`` / ``test``) is not matched."""
+    own = re.compile(rf"{re.escape(split)}(-\d+-of-\d+|-\d+)?")
     files = sorted(f for f in folder.rglob("*.parquet") if own.fullmatch(f.stem) or f.parent.name == split)
     if files:
         return files

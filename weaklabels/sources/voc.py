@@ -256,8 +256,10 @@ class VOCBoxAnnotations:
 
     def attach(self, sample: Sample) -> Sample:
         rec = f"image {sample.image_id!r}"
-        boxes, _ = read_voc_boxes(self.folder / f"{sample.image_id}.xml", sample.vocabulary, rec)
-        return sample.replace(boxes=boxes)
+        path = self.folder / f"{sample.image_id}.xml"
+        boxes, _ = read_voc_boxes(path, sample.vocabulary, rec)
+        boxes, notes = _clip_boxes(boxes, sample.size, path, rec)
+        return sample.replace(boxes=boxes, notes=sample.notes + tuple(notes))
 
 
 def read_voc(root: str | Path, split: str = "train", **kw) -> VOCSource:

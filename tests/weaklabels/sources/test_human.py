@@ -75,3 +75,15 @@ def test_convert_given_points_writes_clicks_and_warnings(tmp_path, make_devkit):
     assert len(warnings) == 3 and set(by_id) == {"im0", "im1", "im2"}
     assert "outside" in by_id["im0"] and "void" in by_id["im1"] and "class 0" in by_id["im2"]
     assert all(w["split"] == "train" for w in warnings)
+
+
+def test_human_voc_boxes_past_the_image_are_clipped_with_a_note(tmp_path, make_devkit, kit):
+    mask = np.zeros((6, 10), np.uint8)
+    mask[1:4, 2:9] = 8
+    src = read_voc(make_devkit({"a": {"image": (6, 10), "mask": mask}}), "train")
+    ann_dir = tmp_path / "xml"
+    ann_dir.mkdir()
+    (ann_dir / "a.xml").write_text(kit.voc_xml(10, 6, [{"name": "cat", "box": (3, 2, 12, 6)}]))
+    s = Annotated(src, human_annotations("boxes", ann_dir))[0]
+    assert s.boxes.xyxy.tolist() == [[2, 1, 10, 6]]
+    assert any("a.xml" in n and "clipped" in n for n in s.notes)
