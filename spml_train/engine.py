@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from spml_train import data as data_mod
 from spml_train.config import ConfigError
 from spml_train.loss import location_features, spml_loss
 from spml_train.model import build_model, freeze_stem, param_groups
+from spml_train.progress import Progress
 from spml_train import distributed
 from spml_train.segments import MemoryBank, segment_prototypes, segment_sums, spherical_kmeans
 from weaklabels.segsets import Memory, add_affinity, build_segment_sets
@@ -287,11 +287,7 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
             board = SummaryWriter(str(stage_dir / "tensorboard"))
         except ImportError:
             log.info("tensorboard is not installed: logging to log.jsonl only")
-    bar = None
-    if main_rank and cfg.run.progress and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.optim.iterations, initial=start, desc=f"{cfg.name} stage 1", dynamic_ncols=True)
+    bar = Progress(cfg.optim.iterations, f"{cfg.name} stage 1", enabled=main_rank and cfg.run.progress, initial=start)
     stream = batches(train_ds, cfg, epoch, position)
     model.train()
     t_last, n_img = time.perf_counter(), 0
@@ -320,6 +316,7 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
         if main_rank and (it % cfg.run.checkpoint_every == 0 or it == cfg.optim.iterations):
             save_checkpoint(ckpt, plain, optimizer, bank, it, epoch, position, skipped)
         if skip:
+            bar.update(1)
             continue
         n_img += len(batch["image"]) * size  # the global batch
         if logf and (it % cfg.run.log_every == 0 or it == cfg.optim.iterations):
@@ -333,12 +330,9 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
                     if k != "iter":
                         board.add_scalar(f"train/{k}", v, it)
             t_last, n_img = now, 0
-            if bar:
-                bar.set_postfix({k: f"{v:.3f}" for k, v in res.terms.items()} | {"img/s": f"{rec['images_per_s']:.1f}"})
-        if bar:
-            bar.update(1)
-    if bar:
-        bar.close()
+            bar.update(0, **res.terms, images_per_s=rec["images_per_s"])
+        bar.update(1)
+    bar.close()
     if logf:
         logf.close()
     if board is not None:

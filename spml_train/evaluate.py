@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from spml_train.progress import Progress
 from weaklabels.types import Vocabulary
 from weaklabels.writers.png import encode_label_png
 
@@ -81,7 +82,7 @@ def predict(model, image: torch.Tensor, scales: list[float], flip: bool,
 def evaluate(model, loader, vocabulary: Vocabulary, out_dir: Path, *, device: torch.device,
              scales: list[float] = (1.0,), flip: bool = False, save_predictions: bool = True,
              max_images: int = 0, split: str = "val", flip_perm: np.ndarray | None = None,
-             crf: bool = False, predictions_dir: Path | None = None) -> dict:
+             crf: bool = False, predictions_dir: Path | None = None, progress: bool = True) -> dict:
     """Evaluate on a split; writes ``metrics.json`` and ``confusion.npy`` into ``out_dir`` and, with
     ``save_predictions``, label PNGs and overlays into ``predictions_dir`` (default
     ``out_dir/predictions``). ``crf``: refine the probabilities with the dense CRF (``pseudo/crf.py``)."""
@@ -95,6 +96,9 @@ def evaluate(model, loader, vocabulary: Vocabulary, out_dir: Path, *, device: to
         pred_dir.mkdir(parents=True, exist_ok=True)
     n = 0
     palette = np.asarray(vocabulary.palette(), np.uint8).reshape(256, 3)
+    total = len(loader.dataset) if hasattr(loader, "dataset") else 0
+    bar = Progress(min(total, max_images) if max_images else total, f"evaluate {out_dir.name}", enabled=progress,
+                   unit="img")
     for image, gt, rgb, iid in _items(loader, max_images):
         probs = predict(model, image.to(device), list(scales), flip, perm)
         if crf:
@@ -108,6 +112,8 @@ def evaluate(model, loader, vocabulary: Vocabulary, out_dir: Path, *, device: to
             over = (0.5 * rgb.numpy() + 0.5 * palette[pred]).astype(np.uint8)
             Image.fromarray(over).save(pred_dir / f"{iid}_overlay.jpg", quality=85)
         n += 1
+        bar.update(1)
+    bar.close()
     model.train(was_training)
     metrics = {
         **scores(conf, vocabulary.names),
@@ -194,16 +200,22 @@ def predict_retrieval(model, image: torch.Tensor, memory: tuple[torch.Tensor, to
 
 
 def evaluate_retrieval(model, train_loader, val_loader, vocabulary: Vocabulary, *, device: torch.device,
-                       k: int = 20, grid: int = 12, max_train: int = 0, max_images: int = 0) -> dict:
+                       k: int = 20, grid: int = 12, max_train: int = 0, max_images: int = 0,
+                       progress: bool = True) -> dict:
     """mIoU of nearest-neighbour retrieval inference over the validation split."""
     was_training = model.training
     memory = retrieval_memory(model, train_loader, vocabulary, device, grid=grid, max_images=max_train)
     C = len(vocabulary)
     conf = np.zeros((C, C), np.int64)
     n = 0
+    total = len(val_loader.dataset) if hasattr(val_loader, "dataset") else 0
+    bar = Progress(min(total, max_images) if max_images else total, "evaluate retrieval", enabled=progress,
+                   unit="img")
     for image, gt, _, _ in _items(val_loader, max_images):
         pred = predict_retrieval(model, image.to(device), memory, C, k=k, grid=grid)
         conf += confusion(pred.cpu().numpy(), gt.numpy(), C, vocabulary.ignore)
         n += 1
+        bar.update(1)
+    bar.close()
     model.train(was_training)
     return {**scores(conf, vocabulary.names), "images": n, "k": k, "memory_segments": int(len(memory[0]))}

@@ -315,11 +315,12 @@ def _cam_stage(cfg, weak_ds, train_dir: Path, out: Path, device: torch.device) -
     net, losses = None, []
     if cam_dir is None:  # external CAMs need no network
         net = CAMNet(cfg.model.backbone, len(fg), weights=cfg.model.weights).to(device)
-        losses = train_classifier(net, batches(weak_ds, cfg, 0, 0, alone=True), fg, c.iterations, c.lr, device)
+        losses = train_classifier(net, batches(weak_ds, cfg, 0, 0, alone=True), fg, c.iterations, c.lr, device,
+                                  progress=cfg.run.progress)
         log.info("CAM classifier: BCE %.3f -> %.3f", losses[0], losses[-1])
         torch.save(net.state_dict(), out / "classifier.pt")
     summary = cam_labels(net, train_dir, cfg.data.train_split, out / "data", vocab, device, kind=cfg.data.kind,
-                         alpha=c.alpha, threshold=c.threshold, cam_dir=cam_dir)
+                         alpha=c.alpha, threshold=c.threshold, cam_dir=cam_dir, progress=cfg.run.progress)
     return {**summary, "bce": losses[::max(len(losses) // 10, 1)]}
 
 
@@ -397,7 +398,8 @@ def _pseudo_stage(cfg, model, scorer, cam_model, source: str, train_dir: Path, o
     model.eval()
     scorer.eval()
     return relabel_split(train_dir, cfg.data.train_split, out / "data", vocab, label,
-                         {"stage": out.name, "source": source, "kind": kind})
+                         {"stage": out.name, "source": source, "kind": kind}, progress=cfg.run.progress,
+                         desc=out.name.split("-")[0])
 
 
 def _stage2(cfg, model, data_dir: Path, st: Stage, device: torch.device, num_classes: int):
@@ -415,7 +417,7 @@ def _stage2(cfg, model, data_dir: Path, st: Stage, device: torch.device, num_cla
     torch.manual_seed(cfg.run.seed)
     with open(st.dir / "log.jsonl", "w") as logf:
         losses = train_head(head, batches(ds, sub, 0, 0, alone=True), s.iterations, s.lr, device, amp=cfg.run.amp,
-                            log_every=cfg.run.log_every,
+                            log_every=cfg.run.log_every, progress=cfg.run.progress, desc=st.name,
                             on_log=lambda rec: (logf.write(json.dumps(rec) + "\n"), logf.flush()))
     log.info("%s: cross-entropy %.3f -> %.3f", st.name, losses[0], losses[-1])
     torch.save(head.classifier.state_dict(), path)
@@ -444,7 +446,8 @@ def _evaluate(cfg, model, val_ds, vocab, out_dir: Path, device, flip_perm, final
                                          collate_fn=data_mod.collate)
     m = evaluate(model, loader, vocab, out_dir, device=device, scales=list(cfg.eval.scales), flip=cfg.eval.flip,
                  save_predictions=want_pred, max_images=cfg.eval.max_images,
-                 split=cfg.data.val_split, flip_perm=flip_perm, crf=cfg.eval.crf, predictions_dir=pred_dir)
+                 split=cfg.data.val_split, flip_perm=flip_perm, crf=cfg.eval.crf, predictions_dir=pred_dir,
+                 progress=cfg.run.progress)
     m["eval_key"] = key
     metrics_file.write_text(json.dumps(m, indent=2) + "\n")
     if want_pred:
@@ -461,7 +464,8 @@ def _retrieval(cfg, model, train_dir: Path, val_ds, vocab, device) -> dict:
     mem = torch.utils.data.DataLoader(mem_ds, batch_size=1, shuffle=False, num_workers=0, collate_fn=data_mod.collate)
     val = torch.utils.data.DataLoader(val_ds, batch_size=1, shuffle=False, num_workers=0, collate_fn=data_mod.collate)
     return evaluate_retrieval(model, mem, val, vocab, device=device, k=cfg.eval.retrieval_k, grid=cfg.eval.retrieval_grid,
-                              max_train=cfg.eval.retrieval_train_images, max_images=cfg.eval.max_images)
+                              max_train=cfg.eval.retrieval_train_images, max_images=cfg.eval.max_images,
+                              progress=cfg.run.progress)
 
 
 def _labels_report(st: Stage) -> dict:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spml_train.model import build_backbone, load_backbone
+from spml_train.progress import Progress
 from weaklabels.raster import box_pixels
 
 log = logging.getLogger(__name__)
@@ -58,13 +59,14 @@ class CAMNet(nn.Module):
 
 
 def train_classifier(model: CAMNet, batches, foreground: list[int], iterations: int, lr: float,
-                     device: torch.device) -> list[float]:
+                     device: torch.device, *, progress: bool = True) -> list[float]:
     """Multi-label BCE on image tags; returns the loss every 10 steps."""
     opt = torch.optim.SGD([{"params": model.backbone.parameters(), "lr": lr},
                            {"params": model.classifier.parameters(), "lr": 10 * lr}],
                           momentum=0.9, weight_decay=5e-4)
     model.train()
     losses = []
+    bar = Progress(iterations, "cam classifier", enabled=progress)
     for it in range(iterations):
         _, _, batch = next(batches)
         for g, base in zip(opt.param_groups, (lr, 10 * lr)):
@@ -76,6 +78,9 @@ def train_classifier(model: CAMNet, batches, foreground: list[int], iterations: 
         opt.step()
         if it % 10 == 0:
             losses.append(float(loss.detach()))
+            bar.update(0, bce=losses[-1])
+        bar.update(1)
+    bar.close()
     return losses
 
 
@@ -119,7 +124,8 @@ def labels_from_cams(cams: np.ndarray, foreground: list[int], tags: list[int], w
 
 
 def cam_labels(model: CAMNet, src: Path, split: str, dst: Path, vocabulary, device: torch.device,
-               *, kind: str, alpha: float = 6.0, threshold: float = 0.2, cam_dir: Path | None = None) -> dict:
+               *, kind: str, alpha: float = 6.0, threshold: float = 0.2, cam_dir: Path | None = None,
+               progress: bool = True) -> dict:
     """Write ``src``'s ``split`` again into ``dst`` with CAM-derived ``weak_label`` maps; returns the
     summary of ``relabel_split`` (with the labels' mIoU where the split carries ``gt``)."""
     from spml_train.data import normalize
@@ -144,4 +150,5 @@ def cam_labels(model: CAMNet, src: Path, split: str, dst: Path, vocabulary, devi
 
     return relabel_split(src, split, dst, vocabulary, label,
                          {"stage": "cam", "source": str(src), "split": split, "kind": kind, "alpha": alpha,
-                          "threshold": threshold, "external": str(cam_dir) if cam_dir else None})
+                          "threshold": threshold, "external": str(cam_dir) if cam_dir else None},
+                         progress=progress, desc="cam labels")

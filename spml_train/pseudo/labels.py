@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from spml_train.pseudo.crf import CRFParams, dense_crf
+from spml_train.progress import Progress
 from spml_train.pseudo.random_walk import random_walk, to_grid
 from weaklabels.raster import box_pixels
 from weaklabels.types import Vocabulary
@@ -158,7 +159,8 @@ def pseudo_label(model, image: torch.Tensor, rgb: np.ndarray, present: list[int]
 
 
 def relabel_split(src: Path, split: str, dst: Path, vocab: Vocabulary,
-                  label_fn: Callable[[dict, np.ndarray, np.ndarray], np.ndarray], info: dict) -> dict:
+                  label_fn: Callable[[dict, np.ndarray, np.ndarray], np.ndarray], info: dict, *,
+                  progress: bool = True, desc: str = "pseudo labels") -> dict:
     """Write ``src``'s ``split`` again into ``dst`` with ``weak_label`` replaced by ``label_fn(row, rgb,
     weak)`` (everything else unchanged); atomic (a ``.partial`` folder renamed at the end).
 
@@ -183,6 +185,7 @@ def relabel_split(src: Path, split: str, dst: Path, vocab: Vocabulary,
     files = sorted((src / "data").glob(f"{split}-*.parquet"))
     if not files:
         raise FileNotFoundError(f"{src}: no parquet shard for split {split!r}")
+    bar = Progress(sum(pq.ParquetFile(f).metadata.num_rows for f in files), desc, enabled=progress, unit="img")
     for f in files:
         table = pq.read_table(f)
         rows = table.to_pylist()
@@ -199,7 +202,9 @@ def relabel_split(src: Path, split: str, dst: Path, vocab: Vocabulary,
             total += lab.size
             row["weak_label"] = {"bytes": encode_label_png(lab, vocab.palette()), "path": None}
             n += 1
+            bar.update(1)
         pq.write_table(type(table).from_pylist(rows, schema=table.schema), tmp / "data" / f.name)
+    bar.close()
     seconds = time.perf_counter() - t0
     summary = {"images": n, "seconds": seconds, "images_per_s": n / max(seconds, 1e-9),
                "labelled_fraction": labelled / max(total, 1), **info}

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from spml_train.model import SPMLNet, SoftmaxHead, freeze
+from spml_train.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def stage2_model(stage1: SPMLNet, num_classes: int, dropout: float = 0.1) -> SPM
 
 def train_head(model: SPMLNet, batches, iterations: int, lr: float, device: torch.device, *,
                amp: bool = True, momentum: float = 0.9, weight_decay: float = 5e-4, poly_power: float = 0.9,
-               log_every: int = 20, on_log=None) -> list[float]:
+               log_every: int = 20, on_log=None, progress: bool = True, desc: str = "stage 2 head") -> list[float]:
     """SGD on the head with a poly schedule; ``batches`` yields ``(epoch, position, batch)`` with dense
     ``label`` maps. Returns the loss every ``log_every`` steps (and passes a record to ``on_log``)."""
     head = model.classifier
@@ -41,6 +42,7 @@ def train_head(model: SPMLNet, batches, iterations: int, lr: float, device: torc
                            {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=momentum)
     model.train()
     losses = []
+    bar = Progress(iterations, desc, enabled=progress)
     for it in range(iterations):
         _, _, batch = next(batches)
         for g in opt.param_groups:
@@ -54,6 +56,7 @@ def train_head(model: SPMLNet, batches, iterations: int, lr: float, device: torc
         logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
         target = torch.where(label < logits.shape[1], label, torch.full_like(label, -100))
         if not (target >= 0).any():
+            bar.update(1)
             continue
         loss = F.cross_entropy(logits, target, ignore_index=-100)
         opt.zero_grad(set_to_none=True)
@@ -63,4 +66,7 @@ def train_head(model: SPMLNet, batches, iterations: int, lr: float, device: torc
             losses.append(float(loss.detach()))
             if on_log is not None:
                 on_log({"iter": it + 1, "lr": opt.param_groups[0]["lr"], "loss": losses[-1]})
+            bar.update(0, loss=losses[-1])
+        bar.update(1)
+    bar.close()
     return losses
