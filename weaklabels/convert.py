@@ -26,6 +26,7 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,7 @@ from weaklabels.writers.card import render_card
 log = logging.getLogger(__name__)
 
 MARKER = ".weaklabels.json"
+LOCK = ".weaklabels.lock"  # held while a conversion writes the folder
 PARTIAL = ".partial"
 EVAL_SPLITS = ("val", "valid", "validation", "test", "minival", "eval")
 
@@ -161,6 +163,13 @@ def _init_worker(sources: dict[str, Source], options: ConvertOptions, partial: P
     _STATE.update(sources=sources, options=options, partial=partial, on_error=on_error)
 
 
+def _pool_worker(*args) -> None:
+    # Ctrl-C reaches every process of the group: the parent alone handles it (it terminates the
+    # pool), so workers do not print their own KeyboardInterrupt tracebacks
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(*args)
+
+
 def _shard_stats_path(partial: Path, split: str, shard: int) -> Path:
     return partial / "shards" / f"{split}-{shard:05d}.json"
 
@@ -227,7 +236,7 @@ def _prepare_out(out: Path, fp: str, overwrite: bool) -> bool:
     marker = out / MARKER
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(f.name != LOCK for f in out.iterdir()):
         state = None
         if marker.is_file():
             try:
@@ -239,7 +248,9 @@ def _prepare_out(out: Path, fp: str, overwrite: bool) -> bool:
                 raise OutputExistsError(
                     f"--out {out} is not empty and was not written by weaklabels (no {MARKER}); "
                     f"refusing to delete it even with --overwrite: remove it yourself")
-            shutil.rmtree(out)
+            for f in out.iterdir():  # everything but the lock this run holds
+                if f.name != LOCK:
+                    shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
         elif state and state.get("status") == "running" and state.get("fingerprint") == fp:
             return True
         elif state and state.get("status") == "running":
@@ -292,6 +303,43 @@ def convert(sources: dict[str, Source], out: str | Path, options: ConvertOptions
     out = Path(out)
     t0 = time.perf_counter()
     fp = fingerprint(sources, options)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out)
+    try:
+        return _convert_locked(sources, out, options, fp, t0, num_proc=num_proc, on_error=on_error,
+                               overwrite=overwrite, progress=progress, command=command)
+    finally:
+        _unlock(out, lock)
+
+
+def _lock(out: Path):
+    """An exclusive lock on ``out`` (POSIX): two conversions into one folder would each take the
+    other's shards for their own and corrupt the result."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock, as before
+        return None
+    f = open(out / LOCK, "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise OutputExistsError(f"--out {out}: another weaklabels convert is writing to this folder "
+                                f"(it holds {out / LOCK}); wait for it or choose another --out") from None
+    return f
+
+
+def _unlock(out: Path, f) -> None:
+    if f is not None:
+        (out / LOCK).unlink(missing_ok=True)
+        f.close()
+
+
+def _convert_locked(sources, out: Path, options: ConvertOptions, fp: str, t0: float, *, num_proc: int,
+                    on_error: str, overwrite: bool, progress, command) -> ConvertResult:
+    vocabulary = next(iter(sources.values())).vocabulary
     resumed = _prepare_out(out, fp, overwrite)
     partial = out / PARTIAL
     partial.mkdir(exist_ok=True)
@@ -333,7 +381,7 @@ def convert(sources: dict[str, Source], out: str | Path, options: ConvertOptions
 
         pa.Table.from_pylist([{"x": 0}])
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(min(num_proc, len(todo)), initializer=_init_worker,
+        with ctx.Pool(min(num_proc, len(todo)), initializer=_pool_worker,
                       initargs=(sources, options, partial, on_error)) as pool:
             for _split, _shard, n in pool.imap_unordered(_run_shard, todo):
                 if progress:

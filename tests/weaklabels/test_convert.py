@@ -284,3 +284,21 @@ def test_voc_format_refuses_duplicate_ids(shapes_copy, tmp_path):
     src = _Renamed(inner, [inner.ids[0]] + inner.ids[:-1])
     with pytest.raises(SchemaError, match="occur more than once"):
         convert({"train": src}, tmp_path / "out", ConvertOptions(kind="tags", format="voc"))
+
+
+def test_a_second_conversion_into_a_busy_folder_is_refused(tmp_path):
+    from weaklabels.convert import LOCK, _lock, _unlock
+
+    src = {"train": read_voc(bundled_voc(), "train")}
+    out = tmp_path / "out"
+    out.mkdir()
+    held = _lock(out)  # as another process writing there would
+    try:
+        with pytest.raises(OutputExistsError, match="another weaklabels convert is writing"):
+            convert(src, out, ConvertOptions(kind="tags"))
+    finally:
+        _unlock(out, held)
+    convert(src, out, ConvertOptions(kind="tags"))
+    assert not (out / LOCK).exists()
+    convert(src, out, ConvertOptions(kind="boxes"), overwrite=True)  # the lock survives its own overwrite
+    assert not (out / LOCK).exists() and json.loads((out / MARKER).read_text())["options"]["kind"] == "boxes"

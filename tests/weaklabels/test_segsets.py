@@ -14,7 +14,6 @@ Reference conventions (SPML.md):
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -200,7 +199,7 @@ def check_against_reference(cluster, label, region, tags, *, num_classes, unlabe
               candidates=candidates, memory=memory)
     ref = ref_segments(cluster, label, region, tags, **kw)
     sets = build_segment_sets(cluster, label, region, tags, **kw)
-    seg, order, batch = ref["seg"], ref["order"], ref["batch"]
+    seg, batch = ref["seg"], ref["batch"]
     B, H, W = label.shape
     C = num_classes
     M = 0 if memory is None else len(memory)

@@ -10,20 +10,15 @@ human placement with the What's-the-Point clearance histogram.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image
 from scipy import ndimage
 
 from weaklabels.errors import SchemaError
-from weaklabels.raster import rasterize
-from weaklabels.sources.shapes import render_scene, shapes_vocabulary
 from weaklabels.synth import synthesize
 from weaklabels.synth.objects import find_objects, interior_with_cells
 from weaklabels.synth.points import HUMAN_CLEARANCE_HIST, PLACEMENTS, synthesize_points
-from weaklabels.types import InstanceMasks, Points, Sample, SemanticMask, Vocabulary
+from weaklabels.types import InstanceMasks, Points, Sample
 
 from synth_helpers import NUM_REAL, VOC, assert_on_own_class, generated, mask_sample
 

@@ -9,19 +9,16 @@ real VOC masks and generated shapes scenes for length ratios 1.0 / 0.8 / 0.5 /
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from scipy import ndimage
 
 from weaklabels.errors import SchemaError
 from weaklabels.raster import rasterize
-from weaklabels.sources.shapes import render_scene, shapes_vocabulary
 from weaklabels.synth.objects import find_objects
 from weaklabels.synth.scribbles import shorten, synthesize_scribbles
-from weaklabels.types import Sample, Scribbles, SemanticMask, Vocabulary
+from weaklabels.types import Sample, Scribbles
 
 from synth_helpers import NUM_REAL, VOC, assert_on_own_class, generated, mask_sample
 
