@@ -14,7 +14,6 @@ Reference conventions (SPML.md):
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
