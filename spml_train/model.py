@@ -284,9 +284,13 @@ def load_backbone(model: nn.Module, weights: str) -> nn.Module:
             raise ModelError(f"no ImageNet weights for backbone {backbone.arch!r}; available "
                              f"for {', '.join(IMAGENET_URLS)} (use weights='none' or a path)")
         logger.info("loading ImageNet weights for %s from %s", backbone.arch, url)
-        # Looked up at call time (not imported by name) so tests can stand in for the download.
-        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False,
-                                                   check_hash=True)
+        try:
+            # torch.hub caches the file under $TORCH_HOME and checks its sha256 prefix (in the name)
+            state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False,
+                                                       check_hash=True)
+        except (OSError, RuntimeError) as err:  # no network (URLError is an OSError), bad hash
+            raise ModelError(f"could not fetch the ImageNet weights of {backbone.arch} from {url}: {err}; "
+                             f"offline, download that file elsewhere and pass model.weights=PATH") from err
         source = url
     else:
         path = Path(weights)

@@ -332,3 +332,50 @@ def test_stage2_freezes_everything_but_the_classifier():
         "classifier.weight", "classifier.bias"]
     with pytest.raises(ModelError, match="no such module.*backbone, embed, classifier"):
         freeze(model, ("head",))
+
+
+@pytest.fixture()
+def local_server(tmp_path):
+    """A static file server on 127.0.0.1 serving ``tmp_path / "www"`` (the real download path)."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_imagenet_download_through_torch_hub_from_a_local_server(tmp_path, monkeypatch, local_server):
+    import hashlib
+
+    from spml_train import model as model_mod
+
+    root, base = local_server
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in build_backbone("resnet18").state_dict().items()}
+    torch.save(state, tmp_path / "w.pth")
+    digest = hashlib.sha256((tmp_path / "w.pth").read_bytes()).hexdigest()[:8]
+    name = f"resnet18-{digest}.pth"  # torchvision's naming: the hash prefix is checked on download
+    (root / name).write_bytes((tmp_path / "w.pth").read_bytes())
+    monkeypatch.setitem(model_mod.IMAGENET_URLS, "resnet18", f"{base}/{name}")
+    model = build_model("resnet18", "aspp", 8, 3, weights="imagenet")
+    assert _same_backbone(model, state)
+    assert (tmp_path / "hub" / "hub" / "checkpoints" / name).is_file()  # cached: no second download
+    (root / name).unlink()
+    assert _same_backbone(build_model("resnet18", "aspp", 8, 3, weights="imagenet"), state)
+    # a file whose content does not match the hash in its name, and an unreachable server
+    bad = f"resnet18-{'0' * 8}.pth"
+    (root / bad).write_bytes((tmp_path / "w.pth").read_bytes())
+    monkeypatch.setitem(model_mod.IMAGENET_URLS, "resnet18", f"{base}/{bad}")
+    with pytest.raises(ModelError, match="could not fetch the ImageNet weights of resnet18.*model.weights=PATH"):
+        build_model("resnet18", "aspp", 8, 3, weights="imagenet")
+    monkeypatch.setitem(model_mod.IMAGENET_URLS, "resnet18", "http://127.0.0.1:9/resnet18-12345678.pth")
+    with pytest.raises(ModelError, match="could not fetch"):
+        build_model("resnet18", "aspp", 8, 3, weights="imagenet")
