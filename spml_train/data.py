@@ -157,7 +157,11 @@ class ConvertedDataset(torch.utils.data.Dataset):
                           if not b["crowd"]], np.float64).reshape(-1, 5) if self.kind == "boxes" and not self.full \
             else np.zeros((0, 5))
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, label, regions, boxes = self._augment(rng, image, label, regions, boxes)
+        image, label, regions, boxes, flipped = self._augment(rng, image, label, regions, boxes)
+        if flipped:  # a flip swapped the paired classes (DensePose's left / right) in the label: so in the tags
+            swapped = np.zeros_like(tags)
+            swapped[self.flip_perm[np.flatnonzero(tags)]] = True
+            tags = swapped
         return {"image": normalize(image), "label": torch.from_numpy(label.astype(np.int64)),
                 "region": torch.from_numpy(regions.astype(np.int64)), "tags": torch.from_numpy(tags),
                 "boxes": torch.from_numpy(boxes), "image_id": row["image_id"]}
@@ -172,7 +176,8 @@ class ConvertedDataset(torch.utils.data.Dataset):
         boxes = boxes.copy()
         boxes[:, [0, 2]] *= nw / w
         boxes[:, [1, 3]] *= nh / h
-        if self.flip and rng.random() < 0.5:
+        flipped = self.flip and rng.random() < 0.5
+        if flipped:
             image, label, regions = image[:, ::-1], self.flip_perm[label[:, ::-1]], regions[:, ::-1]
             boxes[:, [0, 2]] = nw - boxes[:, [2, 0]]
             if len(boxes):
@@ -192,7 +197,7 @@ class ConvertedDataset(torch.utils.data.Dataset):
         boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]] - y0, 0, c)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         return (np.ascontiguousarray(image[sl]), np.ascontiguousarray(label[sl]),
-                np.ascontiguousarray(regions[sl]), boxes[keep])
+                np.ascontiguousarray(regions[sl]), boxes[keep], flipped)
 
 
 def normalize(image: np.ndarray) -> torch.Tensor:

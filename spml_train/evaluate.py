@@ -59,8 +59,9 @@ def scores(conf: np.ndarray, names) -> dict:
 @torch.no_grad()
 def predict(model, image: torch.Tensor, scales: list[float], flip: bool,
             flip_perm: torch.Tensor | None = None) -> torch.Tensor:
-    """Class probabilities ``(C, H, W)`` for one normalised image ``(3, H, W)``; a flipped view's
-    classes are mapped back through ``flip_perm`` (left / right parts, DensePose)."""
+    """Class probabilities ``(C, H, W)`` for one normalised image ``(3, H, W)``: the mean over scales
+    (and flips) of each view's softmax; a flipped view's classes are mapped back through
+    ``flip_perm`` (left / right parts, DensePose)."""
     _, H, W = image.shape
     probs = None
     for s in scales:
@@ -76,7 +77,7 @@ def predict(model, image: torch.Tensor, scales: list[float], flip: bool,
                     logits = logits[:, flip_perm]
             p = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False).softmax(1)[0]
             probs = p if probs is None else probs + p
-    return probs
+    return probs / (len(scales) * (2 if flip else 1))
 
 
 def evaluate(model, loader, vocabulary: Vocabulary, out_dir: Path, *, device: torch.device,
