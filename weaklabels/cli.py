@@ -344,7 +344,8 @@ def _classes(text: str) -> str:
 def _protocol_args(c: argparse.ArgumentParser) -> None:
     g = c.add_argument_group("protocol options")
     g.add_argument("--min-pixels", type=_int_at_least(1), default=1, help="tags: pixels a class needs to be a tag")
-    g.add_argument("--min-area", type=_int_at_least(1), default=10, help="boxes from components: smallest area, px")
+    g.add_argument("--min-area", type=_int_at_least(1), default=10, help="smallest object, px: smaller components get an ignore box (boxes), smaller classes or "
+                        "objects no point or stroke (points, scribbles; still tagged)")
     g.add_argument("--connectivity", type=int, default=8, choices=(4, 8), help="boxes from components")
     g.add_argument("--per", default="class", choices=("class", "instance"), help="points: per class or per object")
     g.add_argument("--k", type=_int_at_least(1), default=1, help="points per class / object")

@@ -8,9 +8,10 @@ An *object* is what one annotator stroke or click targets:
 * otherwise: each connected component (8-connected) of a class in the class
   mask with at least ``min_area`` pixels;
 * background: one object holding every background pixel (when asked for);
-  protocols split it into its wide parts on the coarse grid, which costs a
-  fraction of labelling full-resolution components of a class that covers
-  most of the image;
+  the scribbles protocol splits it (and, without instance masks, each class)
+  into its wide parts on the coarse grid, which costs a fraction of labelling
+  full-resolution components of a class that covers most of the image; the
+  points protocol keeps it whole;
 * ``per_class=True``: all pixels of a class form one object.
 
 Interior distances are computed on a *coarse grid* so cost does not grow with

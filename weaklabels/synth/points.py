@@ -17,7 +17,7 @@ Protocol (defaults in brackets):
   - ``human``: the clearance of the clicked pixel, relative to the object's
     largest clearance, follows the distribution of the What's-the-Point
     clicks that land on their own class (``HUMAN_CLEARANCE_HIST``).
-* ``background`` [off]: also ``k`` points per background component.
+* ``background`` [off]: also ``k`` points on the background, taken as one object.
 
 Every point sits on a pixel centre of a grid cell lying wholly inside its
 object, so the labelled pixel always has the point's class in the full mask.

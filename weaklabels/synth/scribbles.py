@@ -11,12 +11,13 @@ Protocol (defaults in brackets):
   stroke per object, background included;
 * the stroke follows the object's *medial path*: on the object's coarse grid
   (``objects.interior``) take the inside cell farthest from the boundary, the
-  cell geodesically farthest from it, and the geodesically longest path from
-  there, where stepping through a cell costs ``1 / clearance`` so the path keeps
-  to the middle (scikit-image's ``MCP_Geometric``);
+  cell ``a`` farthest from it in straight-line distance, and the least-cost path
+  from ``a`` to the cell geodesically farthest from ``a``, where stepping through
+  a cell costs ``1 / clearance`` so the path keeps to the middle (scikit-image's
+  ``MCP_Geometric``);
 * only cells with room for the stroke are used: a vertex is at most half a cell
   diagonal from any point of the segments next to it, so a cell qualifies when
-  its clearance exceeds ``width / 2 + 0.5`` pixels plus that half diagonal; every
+  its clearance exceeds ``width / 2`` pixels plus that half diagonal; every
   pixel the stroke covers is therefore a pixel of the object;
 * ``length_ratio`` [1.0] keeps the middle part of the path (SPML's shortened
   scribbles: 0.8 / 0.5 / 0.3); 0.0 keeps its midpoint only, a single click
