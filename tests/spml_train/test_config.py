@@ -52,9 +52,11 @@ def test_spml_settings_per_annotation():
 def test_overrides_and_unknown_keys():
     cfg = _compose("recipe=toy_tags", "optim.iterations=7", "run.dir=runs/x")
     assert cfg.optim.iterations == 7 and cfg.run.dir == "runs/x"
-    with pytest.raises(Exception, match="iterationz"):
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    with pytest.raises(ConfigCompositionException, match="iterationz"):
         _compose("recipe=toy_tags", "optim.iterationz=7")
-    with pytest.raises(Exception, match="toy_tags"):  # the error lists the recipes
+    with pytest.raises(MissingConfigException, match="toy_tags"):  # the error lists the recipes
         _compose("recipe=nope")
 
 

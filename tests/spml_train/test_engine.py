@@ -12,6 +12,7 @@ from hydra import compose, initialize
 from spml_train import engine, pipeline
 from spml_train.config import register
 from spml_train.engine import chance_miou, poly_lr
+from weaklabels.types import Vocabulary
 
 register()
 
@@ -115,6 +116,37 @@ def test_flip_prediction_maps_left_and_right_back():
     flipped = predict(Lefty(), img, [1.0], True, perm).argmax(0)
     # the flipped view says "right" on the left half; the permutation turns it back into "left"
     assert torch.equal(plain, flipped)
+    # and the flipped view is really used: without the permutation it contradicts the plain one
+    # everywhere, so the two views tie (probabilities 1/2 for classes 1 and 2 on every pixel)
+    tied = predict(Lefty(), img, [1.0], True)
+    assert torch.allclose(tied[1], tied[2]) and not torch.allclose(tied[1], plain.eq(1).float())
+
+
+def test_retrieval_memory_labels_segments_by_their_labelled_pixels():
+    from spml_train.evaluate import retrieval_memory
+
+    class Quadrants(torch.nn.Module):
+        """Embedding e_k on grid quadrant k: k-means on a 2 x 2 grid finds the four quadrants."""
+
+        def forward(self, x):
+            B, _, H, W = x.shape
+            h, w = H // 4, W // 4
+            emb = torch.zeros(B, 4, h, w)
+            for k, (ys, xs) in enumerate([(slice(0, h // 2), slice(0, w // 2)), (slice(0, h // 2), slice(w // 2, w)),
+                                          (slice(h // 2, h), slice(0, w // 2)), (slice(h // 2, h), slice(w // 2, w))]):
+                emb[:, k, ys, xs] = 1
+            return {"embedding": emb}
+
+    weak = torch.full((16, 32), 254)            # unlabelled
+    weak[:8, :16] = 1                           # quadrant 0: class 1
+    weak[:8, 16:] = 0                           # quadrant 1: background
+    weak[8:, :16][0, :3] = 2                    # quadrant 2: three class-2 pixels (the rest unlabelled)
+    weak[8:, 16:] = 255                         # quadrant 3: ignore only -> no labelled segment
+    batch = {"image": torch.zeros(1, 3, 16, 32), "gt": weak[None]}
+    protos, classes = retrieval_memory(Quadrants(), [batch], Vocabulary(("background", "a", "b")),
+                                       torch.device("cpu"), grid=2)
+    found = {int(p.argmax()): int(c) for p, c in zip(protos, classes)}
+    assert found == {0: 1, 1: 0, 2: 2}          # quadrant -> majority class; quadrant 3 left out
 
 
 def test_retrieval_votes_with_the_nearest_labelled_segments():

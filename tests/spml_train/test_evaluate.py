@@ -236,8 +236,13 @@ def test_evaluate_multiscale_flip_uses_every_view(tmp_path):
     scales = [0.5, 1.0, 1.5]
     (tmp_path / "o").mkdir()
     m = ev.evaluate(ViewModel(_TABLE), loader, vocab, tmp_path / "o", device=torch.device("cpu"),
-                    scales=scales, flip=True, flip_perm=flip_perm, save_predictions=False, progress=False)
+                    scales=scales, flip=True, flip_perm=flip_perm, save_predictions=True, progress=False)
     cls = int(_expected(scales, True, _SWAP).argmax())
+    # dropping the flip or a scale would predict another class: check the prediction itself
+    for alt in (_expected(scales, False, None), _expected([0.5, 1.0], True, _SWAP), _expected([1.0, 1.5], True, _SWAP)):
+        assert int(alt.argmax()) != cls
+    written = np.array(Image.open(tmp_path / "o" / "predictions" / "im000.png"))
+    assert (written == cls).all()
     pred = np.full_like(gt, cls)
     miou, _ = _brute_miou([pred], [gt], C)
     assert m["mIoU"] == pytest.approx(miou)

@@ -353,14 +353,16 @@ def test_grouped_relation_is_padded_per_group_and_unsorted_falls_back():
     torch.testing.assert_close(segsort_loss(loc, protos, shuffled, 16.0), segsort_loss(loc, protos, rel, 16.0))
 
 
-@pytest.mark.parametrize("path", ["patterns", "masks", "logsumexp"])
-@pytest.mark.parametrize("name", ["C", "O", "V"])
+@pytest.mark.parametrize("path, name", [(p, n) for n in ("C", "O") for p in ("patterns", "masks", "logsumexp")]
+                         + [("grouped", "V"), ("logsumexp", "V")])
 def test_every_computation_path_matches_naive(path, name, monkeypatch):
-    """Distinct relation rows as one matrix product (the default), explicit masks (more than 64
-    distinct rows), and log-sum-exp (kappa beyond the one-exp range) all give the same loss."""
+    """Distinct relation rows as one matrix product (the default for C and O), explicit masks (more
+    than 64 distinct rows), and log-sum-exp (kappa beyond the one-exp range) all give the same loss;
+    V (pixels sorted by image) takes the padded per-group path, with or without the one-exp form
+    (its masked path, for unsorted pixels: test_grouped_relation_is_padded_per_group_and_unsorted_falls_back)."""
     import spml_train.loss as L
 
-    if path != "patterns":
+    if path == "masks":
         monkeypatch.setattr(L, "_patterns", lambda *a, **k: None)
     if path == "logsumexp":
         monkeypatch.setattr(L, "_shift", lambda *a, **k: None)

@@ -96,7 +96,20 @@ def test_formats_from_cli(tmp_path, fmt):
     out = tmp_path / fmt
     assert main(["convert", "voc", "--to", "boxes", "--format", fmt, "--out", str(out), "--quiet",
                  "--num-proc", "2", "--shard-size", "2"]) == EXIT_OK
-    assert (out / ("data" if fmt == "hf" else "train.txt")).exists()
+    one = tmp_path / f"{fmt}_one"
+    assert main(["convert", "voc", "--to", "boxes", "--format", fmt, "--out", str(one), "--quiet"]) == EXIT_OK
+    if fmt == "hf":  # the bundled train split's 7 images in shards of 2; same rows as one process
+        import pyarrow.parquet as pq
+
+        shards = sorted((out / "data").glob("train-*.parquet"))
+        assert [pq.ParquetFile(f).metadata.num_rows for f in shards] == [2, 2, 2, 1]
+        rows = [r for f in shards for r in pq.read_table(f).to_pylist()]
+        assert rows == pq.read_table(one / "data" / "train-00000-of-00001.parquet").to_pylist()
+    else:
+        assert (out / "train.txt").read_text() == (one / "train.txt").read_text()
+        assert len((out / "train.txt").read_text().splitlines()) == 7
+        for f in (one / "WeakLabels").iterdir():
+            assert (out / "WeakLabels" / f.name).read_bytes() == f.read_bytes()
 
 
 @pytest.mark.parametrize("args", [

@@ -128,6 +128,7 @@ def test_adding_an_object_elsewhere_keeps_the_other_scribbles(real_samples):
         before = synthesize_scribbles(s, background=False)
         after = synthesize_scribbles(mask_sample(m2, s.image_id), background=False)
         keep = [k for k, cls in enumerate(after.classes.tolist()) if cls != extra]
+        assert len(before) > 0 and after.classes.tolist().count(extra) == 1
         assert len(keep) == len(before)
         for k, line in zip(keep, before.lines):
             assert np.array_equal(after.lines[k], line)
