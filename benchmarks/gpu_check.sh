@@ -2,10 +2,12 @@
 # One prepared GPU check (at most ~8 minutes on one H100/H200): the SPML step vs a plain
 # cross-entropy step at 16 x 512^2 (ResNet-101, random weights), the chunked SegSort+ loss vs the
 # naive dense form at N = 262,144 and P = 10,000, segment sets at 16 x 128^2, pseudo-label
-# throughput (random walk + dense CRF) at 512^2, and the CUDA tests (loss, random walk, CRF against
-# their references). Needs only torch, numpy, pillow, pyarrow and pytest on the device machine.
+# throughput (random walk + dense CRF) at 512^2, each loss term alone at the step's shape
+# (loss_terms.py), and the CUDA tests (loss, random walk, CRF against their references). Needs only
+# torch, numpy, pillow, pyarrow and pytest on the device machine.
 # Usage (from the repository root):
-#   bash benchmarks/gpu_check.sh            # writes $OUT/gpu_check.json, segsets.json, gpu_tests.txt when $OUT is set
+#   bash benchmarks/gpu_check.sh            # writes $OUT/gpu_check.json, segsets.json, loss_terms.json,
+#                                           # gpu_tests.txt when $OUT is set
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -13,14 +15,21 @@ PY="${PYTHON:-python3}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 "$PY" benchmarks/segsets.py --repeats 20 | tee /tmp/segsets.txt
 "$PY" benchmarks/gpu_check.py "$@" | tee /tmp/gpu_check.txt
+# each SegSort+ term alone at the step's shape (O: every pixel against every segment), seconds
+"$PY" benchmarks/loss_terms.py --repeats 5 | tee /tmp/loss_terms.txt
 # the fused Triton kernels of the loss (opt-in, SPML_FUSED=1): GPU_CHECK_FUSED=1 times them too
 if [ "${GPU_CHECK_FUSED:-0}" = 1 ]; then
+  SPML_FUSED=1 "$PY" benchmarks/loss_terms.py --repeats 5 | tee /tmp/loss_terms_fused.txt
   SPML_FUSED=1 "$PY" benchmarks/gpu_check.py "$@" | tee /tmp/gpu_check_fused.txt
-  if [ -n "${OUT:-}" ]; then tail -n 1 /tmp/gpu_check_fused.txt > "$OUT/gpu_check_fused.json"; fi
+  if [ -n "${OUT:-}" ]; then
+    tail -n 1 /tmp/gpu_check_fused.txt > "$OUT/gpu_check_fused.json"
+    tail -n 1 /tmp/loss_terms_fused.txt > "$OUT/loss_terms_fused.json"
+  fi
 fi
 if [ -n "${OUT:-}" ]; then
   tail -n 1 /tmp/gpu_check.txt > "$OUT/gpu_check.json"
   tail -n 1 /tmp/segsets.txt > "$OUT/segsets.json"
+  tail -n 1 /tmp/loss_terms.txt > "$OUT/loss_terms.json"
 fi
 # the CUDA tests (only these files: the others need Hydra / datasets, absent on the device machine)
 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/spml_train/test_loss.py \
