@@ -20,6 +20,7 @@ looks like a finished dataset. Running the same command again resumes it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -315,25 +316,47 @@ def convert(sources: dict[str, Source], out: str | Path, options: ConvertOptions
 
 
 def _lock(out: Path):
-    """An exclusive lock on ``out`` (POSIX): two conversions into one folder would each take the
-    other's shards for their own and corrupt the result."""
+    """An exclusive lock on ``out`` (POSIX ``flock``): two conversions into one folder would each take
+    the other's shards for their own and corrupt the result. ``None`` (no lock, a warning) where the
+    platform or filesystem cannot lock (Windows, Lustre without flock, a read-only folder)."""
     try:
         import fcntl
-    except ImportError:  # Windows: no lock, as before
+    except ImportError:
         return None
-    f = open(out / LOCK, "w")
+    path = out / LOCK
+    try:
+        f = open(path, "a")
+    except OSError as err:  # e.g. a read-only folder: _prepare_out then refuses it with its own message
+        log.warning("cannot create %s (%s): converting without a lock", path, err)
+        return None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as err:
         f.close()
-        raise OutputExistsError(f"--out {out}: another weaklabels convert is writing to this folder "
-                                f"(it holds {out / LOCK}); wait for it or choose another --out") from None
+        if err.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            raise _busy(out) from None
+        log.warning("cannot lock %s (%s): converting without a lock", path, err)
+        return None
+    # The holder before us deletes the file when it finishes: if we locked that deleted file, the
+    # folder may already be another run's (it created and locked a new file)
+    try:
+        same = os.path.samestat(os.fstat(f.fileno()), os.stat(path))
+    except FileNotFoundError:
+        same = False
+    if not same:
+        f.close()
+        raise _busy(out)
     return f
+
+
+def _busy(out: Path) -> OutputExistsError:
+    return OutputExistsError(f"--out {out}: another weaklabels convert is writing to this folder "
+                             f"(it holds {out / LOCK}); wait for it or choose another --out")
 
 
 def _unlock(out: Path, f) -> None:
     if f is not None:
-        (out / LOCK).unlink(missing_ok=True)
+        (out / LOCK).unlink(missing_ok=True)  # while still holding it (see _lock)
         f.close()
 
 

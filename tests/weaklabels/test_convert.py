@@ -302,3 +302,35 @@ def test_a_second_conversion_into_a_busy_folder_is_refused(tmp_path):
     assert not (out / LOCK).exists()
     convert(src, out, ConvertOptions(kind="boxes"), overwrite=True)  # the lock survives its own overwrite
     assert not (out / LOCK).exists() and json.loads((out / MARKER).read_text())["options"]["kind"] == "boxes"
+
+
+def test_lock_refuses_a_run_that_locked_a_finished_runs_deleted_file(tmp_path, monkeypatch):
+    from weaklabels import convert as convert_mod
+
+    out = tmp_path / "out"
+    out.mkdir()
+    a = convert_mod._lock(out)
+    stale = open(out / convert_mod.LOCK, "a")     # B opened the file while A held it ...
+    convert_mod._unlock(out, a)                   # ... A finishes and deletes it ...
+    c = convert_mod._lock(out)                    # ... C creates a new one and holds it
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: stale if str(a[0]).endswith(convert_mod.LOCK)
+                        else real_open(*a, **k))
+    with pytest.raises(OutputExistsError, match="another weaklabels convert"):
+        convert_mod._lock(out)                    # B locks the deleted file: refused
+    monkeypatch.undo()
+    convert_mod._unlock(out, c)
+
+
+def test_a_filesystem_without_locks_converts_without_one(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def no_flock(*a, **k):
+        raise OSError(errno.ENOLCK, "no locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with caplog.at_level("WARNING"):
+        convert({"train": read_voc(bundled_voc(), "train")}, tmp_path / "out", ConvertOptions(kind="tags"))
+    assert "without a lock" in caplog.text
+    assert json.loads((tmp_path / "out" / MARKER).read_text())["status"] == "complete"
