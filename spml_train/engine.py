@@ -216,7 +216,7 @@ def batches(dataset, cfg, epoch: int, position: int, *, alone: bool = False):
                           f"expected at least one full batch (lower data.batch_size)")
     while True:
         dataset.epoch = epoch
-        sampler = EpochSampler(len(dataset) - len(dataset) % size, cfg.run.seed, epoch, position, rank, size)
+        sampler = EpochSampler(usable, cfg.run.seed, epoch, position, rank, size)
         # The loader draws its workers' base seed from `generator`: a dedicated one keeps the global
         # RNG (dropout) untouched, so a resumed run draws exactly what the uninterrupted one did.
         gen = torch.Generator().manual_seed(cfg.run.seed * 100003 + epoch)

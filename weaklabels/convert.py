@@ -235,9 +235,7 @@ def fingerprint(sources: dict[str, Source], options: ConvertOptions) -> str:
 def _prepare_out(out: Path, fp: str, overwrite: bool) -> bool:
     """Make ``out`` ready; return True when resuming an interrupted run of the same fingerprint."""
     marker = out / MARKER
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(f.name != LOCK for f in out.iterdir()):
+    if any(f.name != LOCK for f in out.iterdir()):  # convert() made the folder and holds its lock
         state = None
         if marker.is_file():
             try:
@@ -260,7 +258,6 @@ def _prepare_out(out: Path, fp: str, overwrite: bool) -> bool:
                 f"(fingerprint {state.get('fingerprint')} != {fp}); pass --overwrite to start again")
         else:
             raise OutputExistsError(f"--out {out} is not empty; pass --overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
     return False
 
 

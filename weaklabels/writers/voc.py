@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 from weaklabels.errors import SchemaError, UnsafePathError
@@ -27,11 +28,7 @@ _DIRS = ("JPEGImages", "WeakLabels", "Regions", "SegmentationClass")
 
 def _check_unique(split: str, lists: list[Path]) -> None:
     """Two items with one id would have written the same files: the later one won silently."""
-    seen: dict[str, int] = {}
-    for p in lists:
-        for line in p.read_text().splitlines():
-            label = line.split()[1]
-            seen[label] = seen.get(label, 0) + 1
+    seen = Counter(line.split()[1] for p in lists for line in p.read_text().splitlines())
     dup = sorted(Path(k).stem for k, n in seen.items() if n > 1)
     if dup:
         raise SchemaError(f"split {split!r}: image ids {dup[:5]}{' ...' if len(dup) > 5 else ''} occur more than "
