@@ -268,6 +268,9 @@ def main() -> None:
         if isinstance(v, float):
             print(f"  {k:<30} {v:10.2f}")
     print("targets: SPML step <= 1.3x CE step; loss peak <= 5 GiB and no slower than naive; segsets <= 5 ms")
+    if r["fused_loss"]:
+        r["fused_precision"] = loss_triton._precision()
+        r["fused_tiles"] = loss_triton.chosen_tiles()
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))
 
 

@@ -26,6 +26,10 @@ if [ "${GPU_CHECK_FUSED:-1}" = 1 ]; then
       tail -n 1 /tmp/gpu_check_fused.txt > "$OUT/gpu_check_fused.json"
       tail -n 1 /tmp/loss_terms_fused.txt > "$OUT/loss_terms_fused.json"
     fi; } || echo "fused kernels: the run failed (see above); the torch path's figures stand"
+  # one TF32 product instead of three (SPML_FUSED_PRECISION=tf32): what exactness costs
+  { SPML_FUSED=1 SPML_FUSED_PRECISION=tf32 "$PY" benchmarks/loss_terms.py --repeats 5 | tee /tmp/loss_terms_tf32.txt
+    if [ -n "${OUT:-}" ]; then tail -n 1 /tmp/loss_terms_tf32.txt > "$OUT/loss_terms_fused_tf32.json"; fi; } \
+    || echo "fused kernels with SPML_FUSED_PRECISION=tf32: the run failed (see above)"
 fi
 if [ -n "${OUT:-}" ]; then
   tail -n 1 /tmp/gpu_check.txt > "$OUT/gpu_check.json"

@@ -81,6 +81,10 @@ def main() -> None:
         r[f"{name}_backward_ms"] = 1e3 * statistics.median(bwd)
         print(f"{name}: {len(rel):,} pixels x {len(rel.segments):,} candidates: forward "
               f"{r[f'{name}_forward_ms']:.1f} ms, backward {r[f'{name}_backward_ms']:.1f} ms", flush=True)
+    from spml_train import loss_triton
+    if loss_triton.available(emb):
+        r["fused_precision"] = loss_triton._precision()
+        r["fused_tiles"] = loss_triton.chosen_tiles()
     print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()}))
 
 

@@ -5,12 +5,13 @@ float64), in values and gradients, on segment sets built by ``weaklabels.segsets
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from spml_train.loss import location_features, segsort_loss, spml_loss
+from spml_train.loss import _patterns, location_features, segsort_loss, spml_loss
 from spml_train.segments import segment_prototypes, with_location
 from weaklabels.segsets import Memory, Relation, add_affinity, build_segment_sets
 
@@ -384,25 +385,36 @@ def test_patterns_group_pixels_by_relation_row():
     assert _patterns(sets.relations["O"], slice(None), limit=1) is None
 
 
+_INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1" and os.environ.get("SPML_TRITON_INTERPRET") == "1"
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_fused_kernels_match_the_torch_path(monkeypatch):
-    """Random per-pixel sets (up to 256 distinct relation rows) at a size with many tiles."""
+@pytest.mark.skipif(not (torch.cuda.is_available() or _INTERPRETER),
+                    reason="no CUDA device (or run with TRITON_INTERPRET=1 SPML_TRITON_INTERPRET=1)")
+@pytest.mark.parametrize("bits", [8, 5])
+def test_fused_kernels_match_the_torch_path(monkeypatch, bits):
+    """Random per-pixel sets: 8 set bits give up to 256 distinct relation rows (the kernels gather
+    R), 5 at most 32 (R packed into one int64 per candidate); many tiles, ragged edges."""
     import spml_train.loss_triton as LT
 
     if LT.triton is None:
         pytest.skip("triton is not installed")
     g = torch.Generator().manual_seed(11)
-    n, m, D = 5000, 700, 64
-    dev = torch.device("cuda")
+    n, m, D = (5000, 700, 64) if torch.cuda.is_available() else (300, 90, 64)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     x = unit(n, D, gen=g).to(dev)
     p = unit(m, D, gen=g).to(dev)
     own = torch.randint(0, m, (n,), generator=g).to(dev)
     rel = Relation("O", torch.arange(n, device=dev), own, torch.arange(m, device=dev),
-                   pixel_set=(torch.rand(n, 8, generator=g) < 0.3).to(dev),
-                   segment_set=(torch.rand(m, 8, generator=g) < 0.3).to(dev))
+                   pixel_set=(torch.rand(n, bits, generator=g) < 0.3).to(dev),
+                   segment_set=(torch.rand(m, bits, generator=g) < 0.3).to(dev))
+    _, R = _patterns(rel, slice(None), limit=4096)
+    assert (len(R) > LT.PACKED_ROWS) == (bits == 8)   # both layouts of the relation are exercised
+    calls = []
+    monkeypatch.setattr(LT, "sums", lambda *a, _f=LT.sums: calls.append(1) or _f(*a))
     monkeypatch.setenv("SPML_FUSED", "1")
     fused = value_and_grads(lambda e, q: segsort_loss(e, q, rel, 12.0), x, p)
+    assert calls, "the fused kernels were not used"
     monkeypatch.setenv("SPML_FUSED", "0")
     plain = value_and_grads(lambda e, q: segsort_loss(e, q, rel, 12.0), x, p)
     for a, b in zip(fused, plain):
