@@ -75,7 +75,6 @@ class ModelConfig:
 @dataclass
 class SegmentsConfig:
     grid: int = 6               # k-means grid for training segments
-    memory_grid: int = 12       # k-means grid for memory-bank segments
     iterations: int = 10        # k-means iterations
     memory_iterations: int = 2  # memory bank keeps the segments of this many past steps
 
@@ -143,7 +142,9 @@ class Stage2Config:
     enabled: bool = True
     rounds: int = 1             # tags: 2 (the first classifier's pseudo labels train a second one)
     iterations: int = 4000
-    lr: float = 0.03            # the head's learning rate (SPML: 10x the base 3e-3)
+    lr: float = 0.03            # the head's learning rate (SPML: 10x the base 3e-3); biases 2x
+    warmup: int = 100           # linear warm-up iterations from warmup_factor x lr, then poly decay
+    warmup_factor: float = 0.1
     batch_size: int = 0         # 0: data.batch_size
 
 
@@ -208,7 +209,6 @@ def validate(cfg: Any) -> None:
     need(cfg.model.embedding in ("aspp", "psp"), "model.embedding", "aspp or psp")
     need(cfg.model.dim >= 2, "model.dim", "at least 2")
     need(cfg.segments.grid >= 1, "segments.grid", "at least 1")
-    need(cfg.segments.memory_grid >= 1, "segments.memory_grid", "at least 1")
     need(cfg.segments.iterations >= 1, "segments.iterations", "at least 1")
     need(cfg.segments.memory_iterations >= 0, "segments.memory_iterations", "0 or more")
     for t in ("c", "o", "v", "a"):
@@ -234,6 +234,8 @@ def validate(cfg: Any) -> None:
     need(s2.rounds >= 1, "stage2.rounds", "at least 1")
     need(s2.iterations >= 1, "stage2.iterations", "at least 1 (stage2.enabled=false skips stage 2)")
     need(s2.lr > 0, "stage2.lr", "a positive learning rate")
+    need(s2.warmup >= 0, "stage2.warmup", "0 or more iterations")
+    need(0 <= s2.warmup_factor <= 1, "stage2.warmup_factor", "in [0, 1]")
     need(s2.batch_size >= 0, "stage2.batch_size", "0 (data.batch_size) or more")
     need(len(e.scales) >= 1 and all(v > 0 for v in e.scales), "eval.scales", "one or more positive scales")
     need(e.max_images >= 0, "eval.max_images", "0 (all) or more")

@@ -4,8 +4,8 @@ One step (``SPML.md`` sections 3-4): embeddings -> spherical k-means segments
 (no autograd) -> segments ∩ regions ∩ labels and the relations
 (``weaklabels.segsets``) -> differentiable prototypes -> SegSort+ terms for C,
 O, V (and A) plus the joint softmax head's cross-entropy -> SGD. The memory
-bank keeps detached prototypes of the last iterations (finer k-means grid) for
-C and O.
+bank keeps the detached training segments (prototypes, label sets, tags) of the
+last iterations for C and O.
 
 Only this module knows about devices, autocast, checkpoints and logging; the
 loss takes tensors and relations, never the configuration.
@@ -112,17 +112,14 @@ def train_step(model, batch: dict, cfg, vocab: Vocabulary, bank: MemoryBank, dev
     ce = F.cross_entropy(logits, target, ignore_index=-100) if (target >= 0).any() else logits.sum() * 0
     total = total + L.lambda_c * ce
     terms["CE"] = ce.detach()
-    emb_flat = emb.permute(0, 2, 3, 1).reshape(-1, D)
     if bank.iterations:
+        # the memory bank keeps this step's own training segments (SPML.md section 3.7, as the
+        # reference pushes its batch prototypes); the finer grid of section 3.3 is the inference
+        # memory of eval.retrieval, not this bank
         with torch.no_grad():
-            mem_cluster = spherical_kmeans(emb.detach(), valid, grid=cfg.segments.memory_grid,
-                                           iters=cfg.segments.iterations)
-            msets = build_segment_sets(mem_cluster, label, region, tags, num_classes=C,
-                                       unlabelled=vocab.unlabelled, ignore=vocab.ignore,
-                                       background=vocab.background, candidates=cand)
-            n = msets.num_batch_segments
-            mp = segment_prototypes(emb_flat.detach(), msets.pixel_segment, n)
-            m_sets, m_tags = msets.label_set[:n], msets.tags[:n]
+            S = sets.num_batch_segments
+            mp = segment_prototypes(emb.detach().permute(0, 2, 3, 1).reshape(-1, D), sets.pixel_segment, S)
+            m_sets, m_tags = sets.label_set[:S], sets.tags[:S]
             if distributed.active():  # every rank keeps the whole global batch's memory
                 mp, m_sets, m_tags = (distributed.all_gather_detached(x.float()) for x in (mp, m_sets, m_tags))
                 m_sets, m_tags = m_sets > 0.5, m_tags > 0.5

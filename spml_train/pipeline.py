@@ -47,7 +47,7 @@ from spml_train.evaluate import evaluate, iou_table
 
 log = logging.getLogger(__name__)
 
-KEY_VERSION = 2  # bump when a stage's output changes for the same configuration
+KEY_VERSION = 3  # bump when a stage's output changes for the same configuration
 
 
 @dataclass(frozen=True)
@@ -417,6 +417,7 @@ def _stage2(cfg, model, data_dir: Path, st: Stage, device: torch.device, num_cla
     torch.manual_seed(cfg.run.seed)
     with open(st.dir / "log.jsonl", "w") as logf:
         losses = train_head(head, batches(ds, sub, 0, 0, alone=True), s.iterations, s.lr, device, amp=cfg.run.amp,
+                            warmup=s.warmup, warmup_factor=s.warmup_factor,
                             log_every=cfg.run.log_every, progress=cfg.run.progress, desc=st.name,
                             on_log=lambda rec: (logf.write(json.dumps(rec) + "\n"), logf.flush()))
     log.info("%s: cross-entropy %.3f -> %.3f", st.name, losses[0], losses[-1])
@@ -459,7 +460,7 @@ def _retrieval(cfg, model, train_dir: Path, val_ds, vocab, device) -> dict:
     from spml_train.evaluate import evaluate_retrieval
 
     d = cfg.data
-    mem_ds = data_mod.ConvertedDataset(train_dir, d.train_split, kind=d.kind, train=False,
+    mem_ds = data_mod.ConvertedDataset(train_dir, d.train_split, kind=d.kind, train=False, dilate=d.dilate,
                                        labels="gt" if d.full_supervision else "weak")
     mem = torch.utils.data.DataLoader(mem_ds, batch_size=1, shuffle=False, num_workers=0, collate_fn=data_mod.collate)
     val = torch.utils.data.DataLoader(val_ds, batch_size=1, shuffle=False, num_workers=0, collate_fn=data_mod.collate)

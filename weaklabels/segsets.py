@@ -34,8 +34,8 @@ C      labelled (a class or a candidate     labelled segments of the    label se
 O      all non-ignored                      all segments, batch and     tag sets intersect
                                             memory
 V      all non-ignored                      segments of the same image  same region id
-A      labelled                             batch segments with a       propagated label sets
-                                            (propagated) label set      intersect
+A      in a segment with a (propagated)     batch segments with a       propagated label sets
+       label set                            (propagated) label set      intersect
 =====  ===================================  ==========================  ======================
 
 What each annotation type gives these relations (also in ``data_cards/segment_sets.md``):
@@ -264,12 +264,16 @@ def propagate_labels(sets: SegmentSets, features: Tensor, threshold: float = 0.9
 
 
 def add_affinity(sets: SegmentSets, features: Tensor, threshold: float = 0.95) -> Relation:
-    """Relation A: labelled pixels against batch segments with a (propagated) label set."""
+    """Relation A: the pixels of every batch segment with a (propagated) label set - labelled ones
+    and those whose segment took a label by affinity - against those segments; related iff the
+    propagated sets intersect. Propagation is what lets A supervise unlabelled pixels at all."""
     prop = propagate_labels(sets, features, threshold)
-    c = sets.relations["C"]
-    batch_px = c.own < sets.num_batch_segments
-    pixels, own = c.pixels[batch_px], c.own[batch_px]
-    segs = prop.any(1).nonzero().squeeze(1)
+    has = prop.any(1)
+    v = (sets.pixel_segment >= 0).nonzero().squeeze(1)   # non-ignored pixels, all in batch segments
+    own = sets.pixel_segment[v]
+    keep = has[own]
+    pixels, own = v[keep], own[keep]
+    segs = has.nonzero().squeeze(1)
     rel = Relation("A", pixels, own, segs, pixel_set_table=prop, segment_set=prop[segs])
     sets.relations["A"] = rel
     return rel

@@ -32,21 +32,28 @@ def stage2_model(stage1: SPMLNet, num_classes: int, dropout: float = 0.1) -> SPM
 
 def train_head(model: SPMLNet, batches, iterations: int, lr: float, device: torch.device, *,
                amp: bool = True, momentum: float = 0.9, weight_decay: float = 5e-4, poly_power: float = 0.9,
-               log_every: int = 20, on_log=None, progress: bool = True, desc: str = "stage 2 head") -> list[float]:
-    """SGD on the head with a poly schedule; ``batches`` yields ``(epoch, position, batch)`` with dense
-    ``label`` maps. Returns the loss every ``log_every`` steps (and passes a record to ``on_log``)."""
+               warmup: int = 0, warmup_factor: float = 0.1, log_every: int = 20, on_log=None,
+               progress: bool = True, desc: str = "stage 2 head") -> list[float]:
+    """SGD on the head, stage 1's schedule template (``SPML.md`` section 5): biases at twice ``lr``
+    without weight decay, a linear warm-up over ``warmup`` steps from ``warmup_factor``, then poly
+    decay. ``batches`` yields ``(epoch, position, batch)`` with dense ``label`` maps. Returns the loss
+    every ``log_every`` steps (and passes a record to ``on_log``)."""
     head = model.classifier
     decay = [p for n, p in head.named_parameters() if not n.endswith("bias")]
     no_decay = [p for n, p in head.named_parameters() if n.endswith("bias")]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=momentum)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay, "lr_mult": 1.0},
+                           {"params": no_decay, "weight_decay": 0.0, "lr_mult": 2.0}], lr=lr, momentum=momentum)
     model.train()
     losses = []
     bar = Progress(iterations, desc, enabled=progress)
     for it in range(iterations):
         _, _, batch = next(batches)
+        if it < warmup:
+            factor = warmup_factor + (1 - warmup_factor) * it / warmup
+        else:
+            factor = (1 - it / iterations) ** poly_power
         for g in opt.param_groups:
-            g["lr"] = lr * (1 - it / iterations) ** poly_power
+            g["lr"] = lr * g["lr_mult"] * factor
         images = batch["image"].to(device, non_blocking=True)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             feats = model.backbone(images)

@@ -47,6 +47,17 @@ def test_spml_settings_per_annotation():
     assert [list(x) for x in d.data.flip_pairs] == [[2, 3], [4, 5], [6, 7], [8, 9], [10, 11], [12, 13]]
     t = _compose("recipe=voc_tags")
     assert (t.optim.lr, t.optim.iterations, t.data.batch_size, t.data.crop) == (3e-3, 30000, 16, 512)
+    assert d.eval.retrieval_grid == 24               # the inference memory's grid: 12 / 24
+
+
+@pytest.mark.parametrize("prefix", ["voc", "coco"])
+def test_inference_settings(prefix):
+    # SPML.md section 6: tags 5 scales + flip + CRF, boxes single scale + CRF; section 8: the CRF the
+    # reference's README reports for scribbles and points (its scripts skip it) is not skipped here
+    for kind in ("tags", "boxes", "scribbles", "points"):
+        e = _compose(f"recipe={prefix}_{kind}").eval
+        assert e.crf, kind
+        assert (list(e.scales), e.flip) == (([1.0], False) if kind == "boxes" else ([0.5, 0.75, 1.0, 1.25, 1.5], True))
 
 
 def test_overrides_and_unknown_keys():

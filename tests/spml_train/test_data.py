@@ -235,6 +235,23 @@ def test_tags_kind_takes_the_stored_tags(tmp_path):
     assert ds[0]["tags"].tolist() == [False, False, True, False, True]
 
 
+def test_weak_label_items_are_dilated_like_training(tmp_path):
+    """The retrieval memory reads weak labels (labels="weak"): thin labels grow by data.dilate as in
+    training, or a 1-px point vanishes on the stride-4 grid."""
+    label = np.full((32, 32), UNLABELLED, np.uint8)
+    label[10, 10] = 2
+    label[0, :] = 255
+    write_dataset(tmp_path, "train", vocab_of(5), [
+        {"image": _coded_image(np.zeros((32, 32), np.uint8)), "weak": label, "regions": np.zeros((32, 32), np.uint16)}])
+    plain = data_mod.ConvertedDataset(tmp_path, "train", kind="points", train=False, labels="weak")
+    grown = data_mod.ConvertedDataset(tmp_path, "train", kind="points", train=False, labels="weak", dilate=3)
+    assert int((plain[0]["gt"] == 2).sum()) == 1
+    yy, xx = np.mgrid[:32, :32]
+    disc = ((yy - 10) ** 2 + (xx - 10) ** 2 <= 9)
+    assert np.array_equal(grown[0]["gt"].numpy() == 2, disc)
+    assert (grown[0]["gt"][0] == 255).all()          # ignore stays ignore
+
+
 def _pairs_dataset(tmp_path):
     """24 x 32: top 8 rows class 1 (unpaired), below: left half class 2, right half class 4."""
     label = np.full((24, 32), 1, np.uint8)

@@ -215,3 +215,45 @@ def test_log_truncation_skips_a_torn_line(tmp_path):
     log_file.write_text('{"iter": 1, "loss": 2.0}\n{"iter": 2, "loss": 1.5}\n{"iter": 3, "nonfinite_loss": tr')
     engine._truncate_log(log_file, 2)
     assert [json.loads(x)["iter"] for x in log_file.read_text().splitlines()] == [1, 2]
+
+
+def test_memory_bank_keeps_the_steps_training_segments(monkeypatch):
+    """SPML.md 3.7: the bank holds each step's own (detached) training segments, built once per step;
+    no second, finer clustering (3.3's finer grid is the inference memory of eval.retrieval)."""
+    from spml_train.model import build_model
+    from spml_train.segments import MemoryBank, segment_prototypes
+
+    cfg = _cfg("recipe=toy_scribbles", "segments.memory_iterations=2")
+    vocab = Vocabulary(["background", "a", "b"])
+    C = len(vocab)
+    torch.manual_seed(0)
+    model = build_model("resnet_tiny", "aspp", 8, C, weights="none")
+    B, H, W = 2, 32, 32
+    label = torch.full((B, H, W), vocab.unlabelled, dtype=torch.long)
+    label[:, :8] = 0
+    label[0, 20:, 20:] = 1
+    label[1, 20:, :10] = 2
+    label[1, 30:] = vocab.ignore
+    batch = {"image": torch.randn(B, 3, H, W), "label": label,
+             "region": (torch.arange(W) // 16).expand(B, H, W).contiguous(),
+             "tags": torch.tensor([[0, 1, 0], [0, 0, 1]], dtype=torch.bool)}
+    built, clustered = [], []
+    real_build, real_kmeans = engine.build_segment_sets, engine.spherical_kmeans
+    monkeypatch.setattr(engine, "build_segment_sets", lambda *a, **k: built.append(real_build(*a, **k)) or built[-1])
+    monkeypatch.setattr(engine, "spherical_kmeans", lambda *a, **k: clustered.append(1) or real_kmeans(*a, **k))
+    bank = MemoryBank(cfg.segments.memory_iterations)
+    model.eval()  # deterministic forward: the embedding below is the one the step saw
+    for step in range(3):
+        built.clear(), clustered.clear()
+        engine.train_step(model, batch, cfg, vocab, bank, torch.device("cpu"))
+        assert len(built) == 1 and len(clustered) == 1
+        sets = built[0]
+        S = sets.num_batch_segments
+        protos, memory = bank.get()
+        assert len(bank) == S * min(step + 1, 2)        # the last two steps' segments
+        assert torch.equal(memory.label_set[-S:], sets.label_set[:S])
+        assert torch.equal(memory.tags[-S:], sets.tags[:S])
+        with torch.no_grad():
+            emb = model(batch["image"])["embedding"].float()
+            emb_flat = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
+            torch.testing.assert_close(protos[-S:], segment_prototypes(emb_flat, sets.pixel_segment, S))

@@ -138,7 +138,7 @@ def ref_relations(ref, features=None, threshold=0.95):
             out["A"] = _ref_relation(
                 pk, lambda p, own: a_segs,
                 lambda p, own, k: bool(prop[own] & prop[k]),
-                lambda p, own: bool(seg[own]["label_set"]))
+                lambda p, own: bool(prop[own]))
     return out
 
 
@@ -413,7 +413,7 @@ def test_propagation_accepts_similarity_equal_to_threshold_and_stays_in_image():
     assert not prop[key[0, 1]].any()
     rel = add_affinity(sets, f, threshold=1.0)
     assert sorted(rel.segments.tolist()) == sorted([key[0, 0], key[0, 1], key[0, 2]])
-    assert rel.pixels.tolist() == [0, 2]
+    assert rel.pixels.tolist() == [0, 1, 2]  # the unlabelled middle pixel took class 1 by affinity
     r, v = rel.related()
     cols = rel.segments.tolist()
     assert r[0, cols.index(key[0, 1])] and not r[0, cols.index(key[0, 2])]

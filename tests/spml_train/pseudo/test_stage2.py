@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from spml_train.model import build_model
@@ -39,3 +40,24 @@ def test_the_head_starts_fresh():
         stage1.classifier.cls.weight.fill_(1.0)
     model = stage2_model(stage1, 3)
     assert not torch.equal(model.classifier.cls.weight, stage1.classifier.cls.weight)
+
+
+def test_schedule_warms_up_then_decays_with_biases_at_twice_the_rate(monkeypatch):
+    """SPML.md section 5's template: classifier 10x (biases 20x, i.e. twice the head's lr) and 100
+    warm-up iterations from 0.1x, then poly 0.9."""
+    seen = []
+    real_step = torch.optim.SGD.step
+
+    def spy(self, *a, **k):
+        seen.append({g["weight_decay"]: g["lr"] for g in self.param_groups})
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    model = stage2_model(build_model("resnet_tiny", "aspp", 8, 3), 3)
+    lr, iters, warm = 0.05, 20, 4
+    train_head(model, _batches(3), iters, lr, torch.device("cpu"), warmup=warm, warmup_factor=0.1, progress=False)
+    assert len(seen) == iters
+    for it, rates in enumerate(seen):
+        f = 0.1 + 0.9 * it / warm if it < warm else (1 - it / iters) ** 0.9
+        assert rates[5e-4] == pytest.approx(lr * f)        # weights (with decay)
+        assert rates[0.0] == pytest.approx(2 * lr * f)     # biases (no decay): twice the rate
