@@ -7,7 +7,7 @@ Measures, on one GPU, side by side in one process (median step time, peak memory
 a. a plain cross-entropy training step of the network (ResNet-101 OS8 + ASPP,
    bf16 autocast, channels_last) at 16 x 512^2;
 b. the SPML step with C + O + V (k-means, segment sets, chunked SegSort+) on the
-   same batch;
+   same batch, with the engine's memory bank (the last 2 steps' segments join C and O);
 c. the SegSort+ loss alone at N = 262,144 pixels and P = 10,000 prototypes,
    chunked (ours) against the naive dense form (the full N x P exponential
    matrix, as the reference computes it), forward + backward; the relation has
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from spml_train.loss import segsort_loss, spml_loss  # noqa: E402
 from spml_train.model import build_model, freeze_stem, param_groups  # noqa: E402
-from spml_train.segments import spherical_kmeans  # noqa: E402
+from spml_train.segments import MemoryBank, segment_prototypes, spherical_kmeans  # noqa: E402
 from weaklabels.segsets import Relation, build_segment_sets  # noqa: E402
 
 
@@ -64,6 +64,23 @@ def timed(fn, dev: torch.device, repeats: int) -> tuple[float, float | None]:
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if dev.type == "cuda" else None
     return statistics.median(times), peak
+
+
+def push_memory(bank: MemoryBank, emb: torch.Tensor, sets) -> None:
+    """What the engine does after each step: the batch's training segments join the memory bank
+    (detached), so C and O of the next steps also compare with them (SPML.md 3.7: 2 iterations)."""
+    with torch.no_grad():
+        S = sets.num_batch_segments
+        flat = emb.detach().permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
+        bank.push(segment_prototypes(flat, sets.pixel_segment, S), sets.label_set[:S], sets.tags[:S])
+
+
+def with_memory(bank: MemoryBank) -> tuple[dict, dict]:
+    """``build_segment_sets`` and ``spml_loss`` keyword arguments for the bank's current memory."""
+    if not len(bank):
+        return {}, {}
+    protos, memory = bank.get()
+    return {"memory": memory}, {"memory_prototypes": protos}
 
 
 def synthetic_batch(B: int, size: int, C: int, dev: torch.device):
@@ -175,18 +192,23 @@ def main() -> None:
         loss.backward()
         opt.step()
 
+    bank = MemoryBank(2)  # as the engine (segments.memory_iterations: 2): C and O see 3 steps' segments
+
     def spml_step():
         out = forward()
         emb = out["embedding"].float()
         lab, reg = grid_labels(out)
         cluster = spherical_kmeans(emb.detach(), lab != 255, grid=6, iters=10)
-        sets = build_segment_sets(cluster, lab, reg, tags, num_classes=C, unlabelled=254, ignore=255)
-        total, _ = spml_loss(emb, sets, {"C": 1.0, "O": 0.5, "V": 0.1}, {"C": 6, "O": 12, "V": 16})
+        mem_sets, mem_loss = with_memory(bank)
+        sets = build_segment_sets(cluster, lab, reg, tags, num_classes=C, unlabelled=254, ignore=255, **mem_sets)
+        total, _ = spml_loss(emb, sets, {"C": 1.0, "O": 0.5, "V": 0.1}, {"C": 6, "O": 12, "V": 16}, **mem_loss)
         target = torch.where(lab < C, lab, torch.full_like(lab, -100))
         total = total + F.cross_entropy(out["logits"].float(), target, ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
+        push_memory(bank, emb, sets)
+        r["spml_segments"] = len(sets)
 
     try:
         r.update(pseudo_labels(model, images, label, C, dev, args.repeats))
@@ -195,6 +217,7 @@ def main() -> None:
     model.train()
 
     t_ce, m_ce = timed(ce_step, dev, args.repeats)
+    spml_step()  # with timed()'s own warm-up, the memory bank is full before the first timed step
     t_spml, m_spml = timed(spml_step, dev, args.repeats)
     r.update({"ce_step_ms": 1e3 * t_ce, "ce_peak_gib": m_ce, "spml_step_ms": 1e3 * t_spml,
               "spml_peak_gib": m_spml, "spml_vs_ce_x": t_spml / t_ce})

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_check import synthetic_batch  # noqa: E402
+from gpu_check import push_memory, synthetic_batch, with_memory  # noqa: E402
 from spml_train.loss import spml_loss  # noqa: E402
-from spml_train.segments import spherical_kmeans  # noqa: E402
+from spml_train.segments import MemoryBank, spherical_kmeans  # noqa: E402
 from weaklabels.segsets import build_segment_sets  # noqa: E402
 
 
@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--size", type=int, default=512, help="image side; the embedding is size / 4")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--memory", type=int, default=2,
+                    help="memory-bank steps whose segments join C and O, as the engine (0: the batch alone)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -64,9 +66,16 @@ def main() -> None:
     cluster = spherical_kmeans(emb.detach(), lab != 255, grid=6, iters=10)
     kmeans = statistics.median(timed(lambda: spherical_kmeans(emb.detach(), lab != 255, grid=6, iters=10))
                                for _ in range(args.repeats))
-    sets = build_segment_sets(cluster, lab, reg, tags, num_classes=C, unlabelled=254, ignore=255)
+    table = dict(num_classes=C, unlabelled=254, ignore=255)
+    sets = build_segment_sets(cluster, lab, reg, tags, **table)
+    bank = MemoryBank(args.memory)
+    for _ in range(args.memory):  # the bank as after `memory` steps (here: this batch's segments again)
+        push_memory(bank, emb, sets)
+    mem_sets, mem_loss = with_memory(bank)
+    sets = build_segment_sets(cluster, lab, reg, tags, **table, **mem_sets)
     r: dict = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
                "threads": torch.get_num_threads(), "pixels": B * s * s, "segments": len(sets),
+               "batch_segments": sets.num_batch_segments, "memory_steps": args.memory,
                "kmeans_ms": 1e3 * kmeans}
     for name, lam, kappa in (("C", 1.0, 6), ("O", 0.5, 12), ("V", 0.1, 16)):
         rel = sets.relations[name]
@@ -74,7 +83,7 @@ def main() -> None:
         for _ in range(args.repeats):
             emb.grad = None
             out = {}
-            fwd.append(timed(lambda: out.update(t=spml_loss(emb, sets, {name: lam}, {name: kappa})[0])))
+            fwd.append(timed(lambda: out.update(t=spml_loss(emb, sets, {name: lam}, {name: kappa}, **mem_loss)[0])))
             bwd.append(timed(lambda: out["t"].backward()))
         r[f"{name}_pixels"], r[f"{name}_candidates"] = len(rel), len(rel.segments)
         r[f"{name}_forward_ms"] = 1e3 * statistics.median(fwd)
