@@ -180,12 +180,31 @@ class ConfigError(ValueError):
     """A setting outside its range: the message names the key, the value and what is expected."""
 
 
+def _unknown_keys(node: Any, schema: Any, prefix: str = "") -> list[str]:
+    """Keys of the composed ``node`` that the schema does not have. Hydra's ``+key=value`` adds a key
+    even to a structured config (and Hydra suggests it for a misspelt one); such a key would be
+    ignored silently, so it is refused like any unknown key."""
+    from omegaconf import DictConfig
+
+    out = []
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if key not in schema:
+            out.append(path)
+            continue
+        child, sub = node._get_node(key), schema._get_node(key)
+        if isinstance(child, DictConfig) and isinstance(sub, DictConfig) and not child._is_none():
+            out += _unknown_keys(child, sub, path + ".")
+    return out
+
+
 def validate(cfg: Any) -> None:
     """Check every setting's range before any work starts (a bad value otherwise surfaces as a
     tensor-shape error deep in training, or after it). Raises ``ConfigError``."""
     from spml_train.model import BACKBONES
 
-    problems: list[str] = []
+    problems: list[str] = [f"{key}: not a setting (a misspelt key? `python -m spml_train --cfg job` lists them)"
+                           for key in _unknown_keys(cfg, OmegaConf.structured(SPMLConfig)) if key != "defaults"]
 
     def need(ok: bool, key: str, expected: str) -> None:
         if not ok:
@@ -200,6 +219,10 @@ def validate(cfg: Any) -> None:
     need(d.dilate >= 0, "data.dilate", "0 or more")
     need(all(len(p) == 2 for p in d.flip_pairs), "data.flip_pairs", "pairs [a, b] of class indices")
     if d.shapes.num_train:
+        # a toy recipe generates its data: given folders would be silently left unused
+        need(not d.train and not d.val, "data.train" if d.train else "data.val",
+             "unset while data.shapes.num_train > 0 (a toy recipe makes its own data): add "
+             "data.shapes.num_train=0 to train on your folders")
         need(d.shapes.num_val >= 1, "data.shapes.num_val", "at least 1 validation image")
         need(d.shapes.num_classes >= 1, "data.shapes.num_classes", "at least 1")
     else:

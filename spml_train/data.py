@@ -14,8 +14,10 @@ converted with weaklabels into the run directory.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +73,36 @@ def _check_kind(folder: Path, kind: str) -> None:
     marker = folder / MARKER
     if not marker.is_file():  # written by an older weaklabels, or by hand: nothing to compare
         return
-    written = json.loads(marker.read_text()).get("options", {}).get("kind")
-    if written and written != kind and not (kind == "points" and written == "scribbles"):
+    options = json.loads(marker.read_text()).get("options", {})
+    written = options.get("kind")
+    if kind == "points" and written == "scribbles":
+        if options.get("given") or options.get("length_ratio", 0) != 0:
+            raise SchemaError(f"{folder} holds full scribbles (see {MARKER}: length_ratio="
+                              f"{options.get('length_ratio')}, given={options.get('given')}) but data.kind=points "
+                              f"trains on one point per scribble; convert with --to scribbles --length-ratio 0 "
+                              f"(or --to points), or set data.kind=scribbles")
+        return
+    if written and written != kind:
         raise SchemaError(f"{folder} holds {written} weak labels (see {MARKER}) but data.kind={kind}; "
                           f"set data.kind={written} or convert the data with --to {kind}")
+
+
+def missing_values(files: list[Path], column: str) -> int:
+    """Rows of the parquet shards without ``column`` (an image or label struct whose bytes are
+    null), from the statistics pyarrow writes in each row group, else by reading the column."""
+    leaf, missing = f"{column}.bytes", 0
+    for f in files:
+        md = pq.ParquetFile(f).metadata
+        paths = [md.schema.column(j).path for j in range(md.num_columns)]
+        if leaf not in paths:
+            missing += md.num_rows
+            continue
+        stats = [md.row_group(g).column(paths.index(leaf)).statistics for g in range(md.num_row_groups)]
+        if all(s is not None and s.has_null_count for s in stats):
+            missing += sum(s.null_count for s in stats)
+        else:
+            missing += pq.read_table(f, columns=[column]).column(column).combine_chunks().field("bytes").null_count
+    return missing
 
 
 class ConvertedDataset(torch.utils.data.Dataset):
@@ -96,6 +124,7 @@ class ConvertedDataset(torch.utils.data.Dataset):
         if not self.files:
             raise FileNotFoundError(f"{self.folder}: no parquet shard for split {split!r}")
         self.rows = [(f, r) for f in self.files for r in range(pq.ParquetFile(f).metadata.num_rows)]
+        self.split = split
         self.kind, self.train, self.crop, self.scale = kind, train, crop, scale
         self.flip, self.dilate, self.full = flip, dilate, full_supervision
         self.seed = seed
@@ -110,6 +139,28 @@ class ConvertedDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def fingerprint(self) -> str:
+        """Identifies the files this split reads (shards, vocabulary, conversion record) by name,
+        size and modification time: a re-conversion into the same folder changes it, so stages
+        trained on the old data are not reused."""
+        from weaklabels.convert import MARKER
+
+        h = hashlib.sha256()
+        for f in [*self.files, self.folder / "vocabulary.json", self.folder / MARKER]:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        return h.hexdigest()[:16]
+
+    def require(self, column: str, why: str) -> None:
+        """Raise ``SchemaError`` unless every item of the split has ``column`` (image, gt)."""
+        from weaklabels.errors import SchemaError
+
+        missing = missing_values(self.files, column)
+        if missing:
+            raise SchemaError(f"{self.folder}: {missing} of {len(self)} items of split {self.split!r} have no "
+                              f"{column}; {why}")
 
     def _row(self, index: int) -> dict:
         f, r = self.rows[index]
@@ -263,4 +314,7 @@ def prepare_toy(cfg, root: Path) -> tuple[Path, Path]:
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers decode and augment; one thread each avoids oversubscription
+    # Ctrl-C in a terminal reaches every process of the group: the trainer finishes its step and
+    # saves a checkpoint (engine._StopAfterStep), which needs the workers alive until then
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 

@@ -22,6 +22,8 @@ import json
 import logging
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,6 +239,33 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class _StopAfterStep:
+    """While active (main thread, one process), the first Ctrl-C asks the training loop to stop
+    after the current step, so that it saves a checkpoint first (nothing lost); a second Ctrl-C
+    stops at once. Under torchrun every rank would have to agree on the step: there Ctrl-C stops at
+    once, as before, and the run resumes from the last periodic checkpoint."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("interrupt: stopping after this step and saving a checkpoint (Ctrl-C again: at once)")
+
+    def __enter__(self) -> "_StopAfterStep":
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_rank: bool = True,
                dist_on: bool = False):
     """Stage 1: train SPML on ``train_ds`` (resuming from ``stage_dir/checkpoints/last.pt``); returns
@@ -289,46 +318,55 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
     model.train()
     t_last, n_img = time.perf_counter(), 0
     it = start
-    while it < cfg.optim.iterations:
-        epoch, position, batch = next(stream)
-        factor = poly_lr(it, cfg)
-        for g in optimizer.param_groups:
-            g["lr"] = cfg.optim.lr * factor * g["lr_mult"]
-        res = train_step(model, batch, cfg, vocab, bank, device)
-        optimizer.zero_grad(set_to_none=True)
-        bad = torch.tensor(0.0 if torch.isfinite(res.loss) else 1.0, device=device)
-        if dist_on:  # every rank skips together, or DDP's gradient exchange would hang
-            torch.distributed.all_reduce(bad)
-        skip = bool(bad.item())
-        if skip:
-            # a non-finite loss would poison the weights: skip the step, keep the record
-            skipped += 1
-            if logf:
-                logf.write(json.dumps({"iter": it + 1, "nonfinite_loss": True, "terms": res.terms}) + "\n")
+    stop = _StopAfterStep(enabled=not dist_on)
+    with stop:
+        while it < cfg.optim.iterations:
+            if stop.requested:
+                if main_rank:
+                    save_checkpoint(ckpt, plain, optimizer, bank, it, epoch, position, skipped)
+                    log.info("saved %s at iteration %d: run the same command to resume", ckpt, it)
+                raise KeyboardInterrupt
+            epoch, position, batch = next(stream)
+            factor = poly_lr(it, cfg)
+            for g in optimizer.param_groups:
+                g["lr"] = cfg.optim.lr * factor * g["lr_mult"]
+            res = train_step(model, batch, cfg, vocab, bank, device)
+            optimizer.zero_grad(set_to_none=True)
+            bad = torch.tensor(0.0 if torch.isfinite(res.loss) else 1.0, device=device)
+            if dist_on:  # every rank skips together, or DDP's gradient exchange would hang
+                torch.distributed.all_reduce(bad)
+            skip = bool(bad.item())
+            if skip:
+                # a non-finite loss would poison the weights: skip the step, keep the record
+                skipped += 1
+                if logf:
+                    logf.write(json.dumps({"iter": it + 1, "nonfinite_loss": True, "terms": res.terms}) + "\n")
+                    logf.flush()
+            else:
+                res.loss.backward()
+                optimizer.step()
+            it += 1
+            if main_rank and (it % cfg.run.checkpoint_every == 0 or it == cfg.optim.iterations):
+                save_checkpoint(ckpt, plain, optimizer, bank, it, epoch, position, skipped)
+            if skip:
+                bar.update(1)
+                continue
+            n_img += len(batch["image"]) * size  # the global batch
+            if logf and (it % cfg.run.log_every == 0 or it == cfg.optim.iterations):
+                now = time.perf_counter()
+                rec = {"iter": it, "lr": cfg.optim.lr * factor, "loss": float(res.loss.detach()), **res.terms,
+                       "images_per_s": n_img / max(now - t_last, 1e-9), "skipped_steps": skipped}
+                logf.write(json.dumps(rec) + "\n")
                 logf.flush()
-        else:
-            res.loss.backward()
-            optimizer.step()
-        it += 1
-        if main_rank and (it % cfg.run.checkpoint_every == 0 or it == cfg.optim.iterations):
-            save_checkpoint(ckpt, plain, optimizer, bank, it, epoch, position, skipped)
-        if skip:
+                if board is not None:
+                    for k, v in rec.items():
+                        if k != "iter":
+                            board.add_scalar(f"train/{k}", v, it)
+                t_last, n_img = now, 0
+                bar.update(0, **res.terms, images_per_s=rec["images_per_s"])
             bar.update(1)
-            continue
-        n_img += len(batch["image"]) * size  # the global batch
-        if logf and (it % cfg.run.log_every == 0 or it == cfg.optim.iterations):
-            now = time.perf_counter()
-            rec = {"iter": it, "lr": cfg.optim.lr * factor, "loss": float(res.loss.detach()), **res.terms,
-                   "images_per_s": n_img / max(now - t_last, 1e-9), "skipped_steps": skipped}
-            logf.write(json.dumps(rec) + "\n")
-            logf.flush()
-            if board is not None:
-                for k, v in rec.items():
-                    if k != "iter":
-                        board.add_scalar(f"train/{k}", v, it)
-            t_last, n_img = now, 0
-            bar.update(0, **res.terms, images_per_s=rec["images_per_s"])
-        bar.update(1)
+    if stop.requested:  # during the last step: its checkpoint is written, the stop still stands
+        raise KeyboardInterrupt
     bar.close()
     if logf:
         logf.close()

@@ -198,6 +198,7 @@ def run(cfg, run_dir: Path) -> dict | None:
         train_dir, val_dir = data_mod.prepare_toy(cfg, run_dir / "data")  # ready: returns the paths
     r = _Run(cfg, run_dir, device, dist_on, main, Stages(run_dir, write=main), train_dir, _dataset(cfg, train_dir),
              data_mod.ConvertedDataset(val_dir, d.val_split, kind=d.kind, train=False), {})
+    _check_data(cfg, r.weak_ds, r.val_ds)
     todo = plan(cfg)
     log.info("stages: %s", " -> ".join(todo))
     cam = _run_cam(r) if "cam" in todo else None
@@ -216,9 +217,27 @@ def run(cfg, run_dir: Path) -> dict | None:
     return metrics
 
 
+def _check_data(cfg, train_ds, val_ds) -> None:
+    """What would otherwise fail after hours of training (evaluation, pseudo labels) or give a
+    meaningless mIoU is checked before any work; each raises ``SchemaError`` (exit 4)."""
+    from weaklabels.errors import SchemaError
+
+    if train_ds.vocabulary != val_ds.vocabulary:
+        tv, vv = train_ds.vocabulary, val_ds.vocabulary
+        diff = next((f"class {i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(tv.names, vv.names)) if a != b),
+                    f"{len(tv.names)} vs {len(vv.names)} classes")
+        raise SchemaError(f"{train_ds.folder / 'vocabulary.json'} and {val_ds.folder / 'vocabulary.json'} differ "
+                          f"({diff}); expected the same class table (predictions would be scored against other classes)")
+    train_ds.require("image", "training needs the images (was the data converted without --root?)")
+    if cfg.data.full_supervision:
+        train_ds.require("gt", "full supervision trains on it: convert the training split with --gt always")
+    val_ds.require("gt", "evaluation needs the ground truth: convert the validation split with --gt always")
+
+
 def _run_cam(r: _Run) -> Stage:
     """CAM labels for C (tags, boxes), on rank 0 while the other ranks wait."""
-    cam = r.stages.open("cam", _key_section(r.cfg, "data", "model.backbone", "model.weights", "run.seed"), [])
+    cam = r.stages.open("cam", {**_key_section(r.cfg, "data", "model.backbone", "model.weights", "run.seed"),
+                               "train_data": r.weak_ds.fingerprint()}, [])
     if r.main and not cam.done:
         r.stages.finish(cam, _cam_stage(r.cfg, r.weak_ds, r.train_dir, cam.dir, r.device))
     if r.dist_on:
@@ -235,8 +254,11 @@ def _run_stage1(r: _Run, cam: Stage | None, final: bool):
     # from its checkpoint (the poly schedule then stretches to the new length)
     optim = {k: v for k, v in _section(cfg, "optim")["optim"].items() if k != "iterations"}
     # data.cam reaches stage 1 only through the CAM stage's key (an input)
+    # the training data's files (not only its path) are part of the key: re-converting into the
+    # same folder must not reuse what was trained on the old data
     s1 = r.stages.open("stage1", {**_key_section(cfg, "data", "model", "segments", "loss", "run.seed",
-                                                 drop=("data.cam",)), "optim": optim}, [cam] if cam else [])
+                                                 drop=("data.cam",)), "optim": optim,
+                                  "train_data": r.weak_ds.fingerprint()}, [cam] if cam else [])
     trained = s1.summary().get("iterations") if s1.done else None
     if trained is not None and trained > cfg.optim.iterations:  # refused before anything is touched
         raise ConfigError(f"{s1.dir} holds a finished stage 1 of {trained} iterations, more than "
@@ -432,7 +454,8 @@ def _evaluate(cfg, model, val_ds, vocab, out_dir: Path, device, flip_perm, final
     the model's weights (a stage key, with stage 1's iteration count): when they were already
     trained (``trained_before``) and evaluated with the same settings, ``metrics.json`` (and the
     final stage's predictions) are reused instead of evaluating again."""
-    key = stage_key("eval", _section(cfg, "eval", "data.val", "data.val_split"), [weights])
+    key = stage_key("eval", {**_section(cfg, "eval", "data.val", "data.val_split"), "val_data": val_ds.fingerprint()},
+                    [weights])
     metrics_file, pred_dir = out_dir / "metrics.json", run_dir / "predictions"
     want_pred = cfg.eval.save_predictions and final
     if trained_before and metrics_file.is_file():

@@ -95,6 +95,13 @@ def test_help_lists_recipes():
     ("segments.grid=0", "segments.grid=0"),
     ("model.backbone=resnet7", "model.backbone='resnet7': expected one of"),
     ("data.kind=masks", "data.kind='masks'"),
+    ("stage2.warmup_factor=2", "stage2.warmup_factor=2.0: expected in [0, 1]"),
+    # Hydra suggests `+key` for a misspelt key; it would be added and silently ignored
+    ("+optim.iteratons=20", "optim.iteratons: not a setting"),
+    ("+eval.nope.deeper=1", "eval.nope: not a setting"),
+    # a toy recipe generates its data: a given folder would be silently unused
+    ("data.train=/my/data", "data.train='/my/data': expected unset while data.shapes.num_train > 0"),
+    ("data.val=/my/val", "data.val='/my/val': expected unset"),
 ])
 def test_out_of_range_settings_are_refused_up_front(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -359,5 +359,23 @@ def test_training_on_another_weak_kind_is_refused(tmp_path):
                                          "data.shapes.num_val=2"), tmp_path)
     with pytest.raises(SchemaError, match="holds scribbles weak labels .* data.kind=boxes"):
         data_mod.ConvertedDataset(train, "train", kind="boxes", train=True)
-    data_mod.ConvertedDataset(train, "train", kind="points", train=True)  # SPML's one-point scribbles
     data_mod.ConvertedDataset(train, "train", kind="boxes", train=True, full_supervision=True)  # reads gt
+    # the points recipes take SPML's one-point scribbles (--length-ratio 0), not whole scribbles
+    with pytest.raises(SchemaError, match="holds full scribbles .*length_ratio=1.0.* data.kind=points"):
+        data_mod.ConvertedDataset(train, "train", kind="points", train=True)
+    points, _ = data_mod.prepare_toy(_cfg("recipe=toy_points", "data.shapes.num_train=4",
+                                          "data.shapes.num_val=2"), tmp_path / "points")
+    data_mod.ConvertedDataset(points, "train", kind="points", train=True)
+
+
+def test_missing_values_with_and_without_parquet_statistics(tmp_path):
+    import pyarrow.parquet as pq
+
+    label = np.zeros((8, 8), np.uint8)
+    write_dataset(tmp_path, "train", vocab_of(3), [
+        {"image": _coded_image(label), "weak": label, "gt": label if k % 2 else None} for k in range(5)])
+    f = next((tmp_path / "data").glob("*.parquet"))
+    assert data_mod.missing_values([f], "gt") == 3 and data_mod.missing_values([f], "image") == 0
+    pq.write_table(pq.read_table(f), f, write_statistics=False)   # another writer: no statistics
+    assert data_mod.missing_values([f], "gt") == 3 and data_mod.missing_values([f], "image") == 0
+    assert data_mod.missing_values([f], "nope") == 5              # a column the shards lack

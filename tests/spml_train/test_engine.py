@@ -257,3 +257,35 @@ def test_memory_bank_keeps_the_steps_training_segments(monkeypatch):
             emb = model(batch["image"])["embedding"].float()
             emb_flat = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
             torch.testing.assert_close(protos[-S:], segment_prototypes(emb_flat, sets.pixel_segment, S))
+
+
+def test_ctrl_c_finishes_the_step_and_saves_a_checkpoint(tmp_path, monkeypatch):
+    """A real SIGINT in stage 1 (toy recipes checkpoint only every 200 steps): the step in progress
+    completes, a checkpoint is written at it, and the rerun resumes there and ends with the same
+    weights as an uninterrupted run. Data-loader workers ignore the signal (they must outlive it)."""
+    import os
+    import signal
+
+    full = tmp_path / "full"
+    more = ("optim.iterations=5", "run.checkpoint_every=200", "data.workers=1")
+    pipeline.run(_small("toy_scribbles", full, *more), full)
+    real = engine.train_step
+    calls = {"n": 0}
+
+    def ctrl_c(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)   # arrives in the middle of step 3
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine, "train_step", ctrl_c)
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(_small("toy_scribbles", cut, *more), cut)
+    ckpt = pipeline.stage_dirs(cut)["stage1"] / "checkpoints" / "last.pt"
+    assert torch.load(ckpt, weights_only=False)["iteration"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # the handler is restored
+    monkeypatch.setattr(engine, "train_step", real)
+    pipeline.run(_small("toy_scribbles", cut, *more), cut)
+    a, b = _weights(full), _weights(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hydra import compose, initialize
@@ -206,3 +207,70 @@ def test_predictions_follow_the_weights_after_stage1_continues(tmp_path, monkeyp
     monkeypatch.setattr(pipeline, "evaluate", lambda *a, **k: calls.append(1) or evaluate(*a, **k))
     pipeline.run(_tiny("toy_scribbles", run_dir, "optim.iterations=4", "stage2.enabled=false"), run_dir)
     assert calls and (run_dir / "predictions" / ".key").read_text() != first
+
+
+def test_reconverted_training_data_is_not_reused(tmp_path):
+    """The stage keys cover the training files, not only their path: data re-converted into the same
+    folder retrains from the CAM stage on, and new validation files are evaluated again."""
+    run_dir = tmp_path / "run"
+    pipeline.run(_tiny("toy_boxes", run_dir, "stage2.enabled=false"), run_dir)
+    before = stage_dirs(run_dir)
+    shard = next((run_dir / "data").glob("shapes-*/train_boxes/data/train-*.parquet"))
+    shard.write_bytes(shard.read_bytes())            # rewritten in place: same path, new file
+    pipeline.run(_tiny("toy_boxes", run_dir, "stage2.enabled=false"), run_dir)
+    after = stage_dirs(run_dir)
+    assert after["cam"] != before["cam"] and after["stage1"] != before["stage1"]
+    m1 = json.loads((after["stage1"] / "metrics.json").read_text())["eval_key"]
+    val = next((run_dir / "data").glob("shapes-*/val/data/val-*.parquet"))
+    val.write_bytes(val.read_bytes())
+    pipeline.run(_tiny("toy_boxes", run_dir, "stage2.enabled=false"), run_dir)
+    assert stage_dirs(run_dir)["stage1"] == after["stage1"]   # training data unchanged: reused
+    assert json.loads((after["stage1"] / "metrics.json").read_text())["eval_key"] != m1
+
+
+def _folder(path, vocab, *, gt=True, image=True, split="train"):
+    import numpy as np
+
+    from parquet_helpers import write_dataset
+
+    lab = np.zeros((16, 16), np.uint8)
+    lab[4:9, 4:9] = 1
+    write_dataset(path, split, vocab, [{"image": np.full((16, 16, 3), 90, np.uint8), "weak": lab,
+                                        "gt": lab if gt else None, "image_id": f"im{k}"} for k in range(3)])
+    if not image:  # as `weaklabels convert` writes masks-only items
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        f = next((path / "data").glob("*.parquet"))
+        t = pq.read_table(f)
+        t = t.set_column(t.schema.get_field_index("image"), "image", pa.nulls(len(t), t.schema.field("image").type))
+        pq.write_table(t, f)
+    return path
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("vocabulary", "differ (class 2: 'c2' vs 'other')"),
+    ("val_gt", "3 of 3 items of split 'val' have no gt; evaluation needs the ground truth"),
+    ("train_image", "3 of 3 items of split 'train' have no image; training needs the images"),
+    ("train_gt", "have no gt; full supervision trains on it"),
+])
+def test_data_problems_are_refused_before_training(tmp_path, problem, message):
+    """A wrong validation folder or masks-only training data used to surface after stage 1 (a
+    traceback) or as a meaningless mIoU; now before any work, as a SchemaError (exit 4)."""
+    from parquet_helpers import vocab_of
+    from spml_train.data import ConvertedDataset
+    from weaklabels.errors import SchemaError
+    from weaklabels.types import Vocabulary
+
+    vocab = vocab_of(3)
+    train = _folder(tmp_path / "train", vocab, image=problem != "train_image", gt=problem != "train_gt")
+    val_vocab = Vocabulary(("background", "c1", "other")) if problem == "vocabulary" else vocab
+    val = _folder(tmp_path / "val", val_vocab, gt=problem != "val_gt", split="val")
+    full = problem == "train_gt"
+    cfg = _cfg("recipe=toy_scribbles", f"data.full_supervision={full}")
+    train_ds = ConvertedDataset(train, "train", kind="scribbles", train=True, full_supervision=full)
+    val_ds = ConvertedDataset(val, "val", kind="scribbles", train=False)
+    with pytest.raises(SchemaError, match=re.escape(message)):
+        pipeline._check_data(cfg, train_ds, val_ds)
+    if problem == "train_gt":   # the same data passes without full supervision
+        pipeline._check_data(_cfg("recipe=toy_scribbles"), train_ds, val_ds)
