@@ -12,7 +12,7 @@ Exit codes:
     2  bad command line
     3  finished, but some items were skipped (--on-error skip; see errors.json)
     4  input data error (the message names the file and item); nothing was completed
-    5  output folder refused (not empty without --overwrite)
+    5  output folder refused (not empty without --overwrite, or the same as, inside or holding an input)
     130 interrupted; run the same command again to resume
 """
 
@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +78,8 @@ def _sources(args) -> dict:
                 ann, root = bundled_coco(s)
                 if not ann.exists():
                     raise MissingFileError(f"the bundled sample has no COCO split {s!r}; it has train and val")
+                if getattr(args, "masks_only", False):  # report has no such option
+                    root = None
             else:
                 ann, root = Path(args.annotations), args.root
             out[s] = read_coco(ann, root, split=s)
@@ -90,12 +94,34 @@ def _sources(args) -> dict:
                        class_names=names, classes_column=args.classes_column) for s in splits}
 
 
+def _check_images(args) -> None:
+    """An annotations file without ``--root`` would give items with no image: refuse it unless
+    ``--masks-only`` says so (``report`` reads masks only and needs no images)."""
+    if args.dataset not in ("coco", "densepose"):
+        if args.masks_only:
+            raise SchemaError(f"{args.dataset}: --masks-only is for coco and densepose (voc is masks-only "
+                              f"when its root has no JPEGImages, hf when the image column is empty)")
+        return
+    if args.masks_only and args.root is not None:
+        raise SchemaError(f"{args.dataset}: --masks-only reads no images; drop --root {args.root} or --masks-only")
+    if args.annotations is not None and args.root is None and not args.masks_only:
+        raise SchemaError(f"{args.dataset}: --annotations {args.annotations} without --root would write items "
+                          f"with no images; give --root IMAGE_FOLDER (the folder the records' file_name is "
+                          f"relative to), or --masks-only to convert the masks without images on purpose")
+
+
 def cmd_convert(args) -> int:
     from weaklabels.convert import ConvertOptions, convert
     from weaklabels.sources.human import Annotated, human_annotations
 
     options = _options(args, ConvertOptions)
+    _check_images(args)
     sources = _sources(args)
+    vocabulary = next(iter(sources.values())).vocabulary
+    if vocabulary.background is None:  # legitimate (a dataset without background), but easy to get by mistake
+        log.warning("the vocabulary has no background class (class 0 is %r): every class gets tags, boxes, "
+                    "points or strokes as an object; name the background class 'background' if it has one",
+                    vocabulary.names[0])
     if args.dataset == "densepose" and args.to != "points":
         raise SchemaError("densepose holds part points: use --to points")
     if args.from_annotations is not None:
@@ -132,7 +158,8 @@ def _options(args, ConvertOptions):
 def _report_convert(args, result, out: Path, total: int) -> int:
     if not args.quiet:
         print(result.summary.table(result.vocabulary))
-        print(f"wrote {result.summary.num_images:,} images to {out} in {result.seconds:.1f} s"
+        what = "masks-only items" if getattr(args, "masks_only", False) else "images"
+        print(f"wrote {result.summary.num_images:,} {what} to {out} in {result.seconds:.1f} s"
               + (f" (resumed {result.resumed_shards} shard(s))" if result.resumed_shards else ""))
     if result.warnings and not args.quiet:
         print(f"{len(result.warnings):,} warning(s) about the input, e.g. {result.warnings[0]['image_id']}: "
@@ -143,16 +170,46 @@ def _report_convert(args, result, out: Path, total: int) -> int:
         print(f"{records:,} annotation record(s) refer to no image and were left out "
               f"(details: {out / 'errors.json'})", file=sys.stderr)
     if item_errors:
-        reasons = {}
-        for e in item_errors:
-            reasons.setdefault(e["message"].split(": ")[-1][:80], 0)
-            reasons[e["message"].split(": ")[-1][:80]] += 1
-        top = "; ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])[:3])
-        print(f"skipped {len(item_errors):,} of {total:,}: {top} (details: {out / 'errors.json'})",
-              file=sys.stderr)
+        print(f"skipped {len(item_errors):,} of {total:,} (details: {out / 'errors.json'}):", file=sys.stderr)
+        for line in _skip_reasons(item_errors):
+            print(f"  {line}", file=sys.stderr)
     if result.errors:
         return EXIT_SKIPPED
     return EXIT_OK
+
+
+def _reason(error: dict, anonymise: bool = True) -> str:
+    """``error``'s message without its leading record (``image 'ID'``; a path in parentheses after it
+    is kept, a row number is not) and, with ``anonymise``, with the id in file names and quotes
+    replaced by ``ID`` (and an annotation's number by ``N``): items that failed alike read alike."""
+    iid, text = str(error.get("image_id")), error["message"]
+    m = re.match(rf"image {re.escape(repr(iid))}(?: \((.*?)\))?:? ", text)
+    if m:
+        inner = m.group(1)
+        text = text[m.end():] if not inner or re.fullmatch(r"row \d+", inner) else f"{inner}: {text[m.end():]}"
+    if not anonymise:
+        return text
+    text = re.sub(r"\bannotation \d+", "annotation N", text)  # COCO records within the image
+    return re.sub(rf"(?<=[/\\'\"]){re.escape(iid)}(?![\w-])", "ID", text)
+
+
+def _skip_reasons(errors: list[dict], *, top: int = 3, width: int = 160) -> list[str]:
+    """One line per kind of failure, most frequent first: its count, its message (whole, or cut at a
+    word boundary) and the first ids."""
+    groups: dict[str, list[dict]] = {}
+    for e in errors:
+        groups.setdefault(_reason(e), []).append(e)
+    ranked = sorted(groups.items(), key=lambda g: -len(g[1]))
+    lines = []
+    for reason, group in ranked[:top]:
+        if len(group) == 1:  # nothing to group: the message as it names its own files
+            reason = _reason(group[0], anonymise=False)
+        ids = [str(e.get("image_id")) for e in group]
+        some = ("image " if len(ids) == 1 else "images ") + ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+        lines.append(f"{len(ids):,} x {textwrap.shorten(reason, width, placeholder=' ...')} ({some})")
+    if len(ranked) > top:
+        lines.append(f"and {len(ranked) - top:,} other kind(s) of failure")
+    return lines
 
 
 def cmd_report(args) -> int:
@@ -234,8 +291,16 @@ def cmd_show(args) -> int:
             row = t.slice(args.index - seen, 1).to_pylist()[0]
             break
         seen += len(ids)
+    if row is None and args.id is None:
+        raise SchemaError(f"{path}: no item --index {args.index} in split {split!r}; it has {seen:,} items "
+                          f"(0..{seen - 1})")
     if row is None:
-        raise SchemaError(f"{path}: no item {args.id if args.id is not None else args.index} in split {split!r}")
+        elsewhere = [s for s in splits if s != split and any(
+            args.id in pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist()
+            for f in sorted((path / "data").glob(f"{s}-*.parquet")))]
+        hint = (f"; it is in split {elsewhere[0]!r} (--split {elsewhere[0]})" if elsewhere
+                else f"; no split has it ({', '.join(splits)})")
+        raise SchemaError(f"{path}: no item {args.id!r} in split {split!r}{hint}")
     rec = f"image {row['image_id']!r}"
     weak = read_label_png(row["weak_label"]["bytes"], rec)
     h, w = weak.shape
@@ -368,8 +433,9 @@ def _protocol_args(c: argparse.ArgumentParser) -> None:
 def _source_args(c: argparse.ArgumentParser, datasets: tuple[str, ...]) -> None:
     c.add_argument("dataset", choices=datasets)
     c.add_argument("--to", required=True, choices=WEAK_KINDS, help="kind of weak label to produce")
-    c.add_argument("--root", help="voc: devkit folder; coco: image folder; hf: hub id or local path "
-                                  "(default for voc / coco: the bundled sample)")
+    c.add_argument("--root", help="voc: devkit folder; coco / densepose: image folder (convert needs it with "
+                                  "--annotations, or --masks-only); hf: hub id or local path (default for voc, "
+                                  "and for coco without --annotations: the bundled sample)")
     c.add_argument("--annotations", help="coco / densepose: the instances JSON file")
     c.add_argument("--split", help="split name(s), comma-separated (default: train; coco: the "
                                     "annotation file's name, e.g. instances_val2017.json -> val2017)")
@@ -399,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hf: parquet shards + dataset card (default); voc: PNGs + list file")
     c.add_argument("--num-proc", type=_int_at_least(1), default=1, help="worker processes (default 1)")
     c.add_argument("--overwrite", action="store_true", help="replace a previous output in --out")
+    c.add_argument("--masks-only", action="store_true",
+                   help="coco / densepose: convert without images, on purpose (no --root; the image "
+                        "column is null, as for VOC masks without JPEGImages)")
     c.add_argument("--on-error", default="fail", choices=("fail", "skip"),
                    help="fail: stop at the first bad item; skip: list it in errors.json and go on")
     c.add_argument("--gt", default="auto", choices=("auto", "always", "never"),

@@ -15,11 +15,16 @@ Output folder life cycle:
    written; the marker then says ``"complete"``.
 
 A run that stops early leaves only ``.partial/`` and the marker: nothing that
-looks like a finished dataset. Running the same command again resumes it.
+looks like a finished dataset. Running the same command again resumes it. An
+interrupted run stays ``"running"``: other settings are refused without
+``--overwrite``, as they would discard it. A run stopped by an error is marked
+``"failed"`` (with the error): the same settings resume it once the input is
+fixed, other settings replace it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -233,7 +238,7 @@ def fingerprint(sources: dict[str, Source], options: ConvertOptions) -> str:
 
 
 def _prepare_out(out: Path, fp: str, overwrite: bool) -> bool:
-    """Make ``out`` ready; return True when resuming an interrupted run of the same fingerprint."""
+    """Make ``out`` ready; return True when resuming an interrupted or failed run of the same fingerprint."""
     marker = out / MARKER
     if any(f.name != LOCK for f in out.iterdir()):  # convert() made the folder and holds its lock
         state = None
@@ -242,7 +247,9 @@ def _prepare_out(out: Path, fp: str, overwrite: bool) -> bool:
                 state = json.loads(marker.read_text())
             except json.JSONDecodeError:
                 state = None
-        if overwrite:
+        status = state.get("status") if state else None
+        if overwrite or (status == "failed" and state.get("fingerprint") != fp):
+            # a failed run's folder holds no dataset, only its partial shards: other settings replace it
             if state is None:
                 raise OutputExistsError(
                     f"--out {out} is not empty and was not written by weaklabels (no {MARKER}); "
@@ -250,9 +257,9 @@ def _prepare_out(out: Path, fp: str, overwrite: bool) -> bool:
             for f in out.iterdir():  # everything but the lock this run holds
                 if f.name != LOCK:
                     shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
-        elif state and state.get("status") == "running" and state.get("fingerprint") == fp:
-            return True
-        elif state and state.get("status") == "running":
+        elif status in ("running", "failed") and state.get("fingerprint") == fp:
+            return True  # its finished shards are valid: the same settings resume after them
+        elif status == "running":
             raise OutputExistsError(
                 f"--out {out} holds an interrupted conversion with other settings "
                 f"(fingerprint {state.get('fingerprint')} != {fp}); pass --overwrite to start again")
@@ -299,6 +306,7 @@ def convert(sources: dict[str, Source], out: str | Path, options: ConvertOptions
             where = ", ".join(f"{k}={v}" for k, v in src.describe().items())
             raise SchemaError(f"split {split!r} has no images ({where}); expected at least one")
     out = Path(out)
+    _check_apart(out, sources, options)
     t0 = time.perf_counter()
     fp = fingerprint(sources, options)
     if out.exists() and not out.is_dir():
@@ -310,6 +318,31 @@ def convert(sources: dict[str, Source], out: str | Path, options: ConvertOptions
                                overwrite=overwrite, progress=progress, command=command)
     finally:
         _unlock(out, lock)
+
+
+def input_paths(sources: dict[str, Source], options: ConvertOptions) -> list[tuple[str, Path]]:
+    """``(what, path)`` for every local file or folder the conversion reads."""
+    found = []
+    for split, src in sources.items():
+        # a Source written before inputs() existed cannot be checked; it still converts
+        inputs = getattr(src, "inputs", None)
+        found.extend((f"input of split {split!r}", Path(p)) for p in (inputs() if inputs else []))
+    if options.regions not in ("none", "felzenszwalb", "slic"):
+        found.append(("--regions folder", Path(options.regions)))
+    return found
+
+
+def _check_apart(out: Path, sources: dict[str, Source], options: ConvertOptions) -> None:
+    """Refuse an ``out`` that is or holds an input, before anything is locked or deleted:
+    ``--overwrite`` would delete the input (and the writer mix with it). A folder inside an input
+    folder is fine (say ``VOCdevkit/weak-boxes``): nothing of the input is touched."""
+    o = out.resolve()
+    for what, p in input_paths(sources, options):
+        q = p.resolve()
+        how = "is" if o == q else "holds" if o in q.parents else None
+        if how is not None:
+            raise OutputExistsError(f"--out {out} {how} the {what} ({p}); writing there would delete or "
+                                    f"mix with the input: choose an --out apart from it")
 
 
 def _lock(out: Path):
@@ -359,13 +392,26 @@ def _unlock(out: Path, f) -> None:
 
 def _convert_locked(sources, out: Path, options: ConvertOptions, fp: str, t0: float, *, num_proc: int,
                     on_error: str, overwrite: bool, progress, command) -> ConvertResult:
-    vocabulary = next(iter(sources.values())).vocabulary
     resumed = _prepare_out(out, fp, overwrite)
     partial = out / PARTIAL
     partial.mkdir(exist_ok=True)
-    _write_marker(out, "running", fp, {"options": asdict(options),
-                                       "sources": {k: s.describe() for k, s in sources.items()}})
+    about = {"options": asdict(options), "sources": {k: s.describe() for k, s in sources.items()}}
+    _write_marker(out, "running", fp, about)
+    try:
+        return _convert_marked(sources, out, options, fp, t0, partial, resumed, about, num_proc=num_proc,
+                               on_error=on_error, progress=progress, command=command)
+    except Exception as err:
+        # "running" stays for an interruption (rerun to resume); a run that stopped on an error is
+        # "failed", so a rerun with other settings (the usual fix) may replace it
+        with contextlib.suppress(OSError):  # e.g. a full disk: the original error is the one to report
+            _write_marker(out, "failed", fp, {**about, "error": f"{type(err).__name__}: {err}"})
+        raise
 
+
+def _convert_marked(sources, out: Path, options: ConvertOptions, fp: str, t0: float, partial: Path,
+                    resumed: bool, about: dict, *, num_proc: int, on_error: str, progress,
+                    command) -> ConvertResult:
+    vocabulary = next(iter(sources.values())).vocabulary
     load_errors = []
     for split, src in sources.items():
         for record, message in src.load_errors():
@@ -431,10 +477,8 @@ def _convert_locked(sources, out: Path, options: ConvertOptions, fp: str, t0: fl
     if options.format == "hf":
         card = render_card(vocabulary=vocabulary, options=options, summary=summary, data_files=data_files,
                            sources={k: s.describe() for k, s in sources.items()},
-                           num_errors=len(errors), command=command)
+                           num_errors=len(errors), command=command, num_warnings=len(warnings))
         (out / "README.md").write_text(card)
     shutil.rmtree(partial, ignore_errors=True)
-    _write_marker(out, "complete", fp, {"options": asdict(options),
-                                        "sources": {k: s.describe() for k, s in sources.items()},
-                                        "data_files": data_files})
+    _write_marker(out, "complete", fp, {**about, "data_files": data_files})
     return ConvertResult(out, summary, vocabulary, errors, time.perf_counter() - t0, done_before, warnings)

@@ -47,6 +47,11 @@ VOC_CLASSES = (
 
 WEAK_KINDS = ("tags", "boxes", "points", "scribbles")
 
+# Names that mean the background class in a dataset's own class list (labelme writes
+# ``_background_``, Detectron-style lists ``__background__``): ``Vocabulary.from_names`` decides
+# with these, for every reader, which class is background.
+BACKGROUND_NAMES = ("background", "_background_", "__background__")
+
 
 def _voc_palette() -> tuple[int, ...]:
     # The standard VOC colour map: bits of the index spread over R, G, B.
@@ -130,6 +135,15 @@ class Vocabulary:
     def voc(cls) -> Vocabulary:
         """The 21 PASCAL VOC classes, background = 0, source ids = indices."""
         return cls(VOC_CLASSES, source_ids=tuple(range(len(VOC_CLASSES))))
+
+    @classmethod
+    def from_names(cls, names: Iterable[str], *, source_ids: Sequence[int | None] | None = None) -> Vocabulary:
+        """A vocabulary from a dataset's class names in index order (a class list file, a
+        ``ClassLabel``, ``--class-names``). The class named by one of ``BACKGROUND_NAMES`` is
+        background and is renamed ``background``; with none of them there is no background."""
+        names = ["background" if n in BACKGROUND_NAMES else n for n in names]
+        return cls(tuple(names), background=names.index("background") if "background" in names else None,
+                   source_ids=source_ids)
 
     # -- lookups
     def __len__(self) -> int:

@@ -141,3 +141,90 @@ def test_broken_hf_inputs_are_clear_errors(tmp_path, capsys):
     for root in (str(tmp_path / "missing"), str(bad)):
         assert main(["convert", "hf", "--root", root, "--to", "tags", "--out", str(tmp_path / "o")]) == EXIT_DATA
         assert root in capsys.readouterr().err
+
+
+def test_coco_annotations_without_root_are_refused_unless_masks_only(tmp_path, capsys):
+    from weaklabels.sources.bundled import bundled_coco
+
+    ann, images = bundled_coco("val")
+    out = tmp_path / "c"
+    assert main(["convert", "coco", "--annotations", str(ann), "--to", "boxes", "--out", str(out)]) == EXIT_DATA
+    err = capsys.readouterr().err
+    assert "without --root" in err and "--masks-only" in err and not out.exists()
+    assert main(["convert", "coco", "--annotations", str(ann), "--to", "boxes", "--masks-only",
+                 "--out", str(out)]) == EXIT_OK
+    assert "masks-only items" in capsys.readouterr().out
+    import pyarrow.parquet as pq
+
+    rows = [r for f in sorted((out / "data").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert rows and all(r["image"] is None for r in rows)
+    assert main(["convert", "coco", "--annotations", str(ann), "--root", str(images), "--masks-only",
+                 "--to", "boxes", "--out", str(tmp_path / "both")]) == EXIT_DATA
+    assert main(["convert", "voc", "--masks-only", "--to", "boxes", "--out", str(tmp_path / "v")]) == EXIT_DATA
+    assert "for coco and densepose" in capsys.readouterr().err
+
+
+def test_skipped_summary_keeps_each_reason_whole_and_groups_alike_items(tmp_path, capsys):
+    from weaklabels.sources import read_voc
+    from weaklabels.sources.bundled import bundled_voc
+
+    ids = read_voc(bundled_voc(), "train").ids
+    xml = tmp_path / "scr"
+    xml.mkdir()
+    (xml / f"{ids[0]}.xml").write_text("<annotation><polygon><tag>giraffe</tag><point><X>3</X><Y>4</Y></point>"
+                                       "</polygon></annotation>")  # the others have no file
+    assert main(["convert", "voc", "--to", "scribbles", "--from-annotations", str(xml), "--on-error", "skip",
+                 "--out", str(tmp_path / "o"), "--quiet"]) == EXIT_SKIPPED
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"skipped 7 of 7 (details: {tmp_path / 'o' / 'errors.json'})")
+    assert lines[1].startswith(f"  6 x missing annotation file {xml}/ID.xml (images {ids[1]}, {ids[2]}, {ids[3]}, ...)")
+    assert lines[2].startswith(f"  1 x {xml}/{ids[0]}.xml polygon 0: tag 'giraffe' is not a class; valid names: ")
+    assert lines[2].endswith(f" ... (image {ids[0]})") and len(lines) == 3
+
+
+def test_skip_reasons_cut_at_a_word_boundary():
+    from weaklabels.cli import _skip_reasons
+
+    names = ", ".join(f"class{k}" for k in range(60))
+    errors = [{"image_id": "a", "message": f"image 'a': tag 'giraffe' is not a class; valid names: {names}"}]
+    (line,) = _skip_reasons(errors, width=80)
+    reason = line.split(" x ", 1)[1].rsplit(" (image a)", 1)[0]
+    assert reason.startswith("tag 'giraffe' is not a class") and reason.endswith(" ...") and len(reason) <= 80
+    assert reason[:-4].rstrip(",").rsplit(" ", 1)[1] in names.replace(",", "").split()  # a whole word
+    many = [{"image_id": f"i{k}", "message": f"image 'i{k}': problem {k}"} for k in range(5)]
+    assert _skip_reasons(many)[-1] == "and 2 other kind(s) of failure"
+
+
+def test_show_says_which_split_holds_an_id_and_how_many_items_a_split_has(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["convert", "voc", "--to", "tags", "--split", "train,val", "--out", str(out), "--quiet"]) == EXIT_OK
+    assert main(["show", str(out), "--id", "shapes_000007"]) == EXIT_DATA
+    assert "no item 'shapes_000007' in split 'train'; it is in split 'val' (--split val)" in capsys.readouterr().err
+    assert main(["show", str(out), "--id", "nowhere"]) == EXIT_DATA
+    assert "no split has it (train, val)" in capsys.readouterr().err
+    assert main(["show", str(out), "--index", "99"]) == EXIT_DATA
+    assert "it has 7 items (0..6)" in capsys.readouterr().err
+
+
+def test_hf_class_names_background_alias_is_background(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+    out = tmp_path / "o"
+    assert main(["convert", "voc", "--to", "tags", "--split", "val", "--out", str(out), "--quiet"]) == EXIT_OK
+    names = json.loads((out / "vocabulary.json").read_text())["names"]
+    again = tmp_path / "again"
+    assert main(["convert", "hf", "--root", str(out / "data"), "--split", "val", "--mask-column", "gt",
+                 "--class-names", ",".join(["_background_"] + names[1:]), "--to", "boxes",
+                 "--out", str(again), "--quiet"]) == EXIT_OK
+    voc = json.loads((again / "vocabulary.json").read_text())
+    assert voc["background"] == 0 and voc["names"][0] == "background"
+
+
+def test_failed_conversion_does_not_block_a_rerun_with_other_options(tmp_path, voc_masks, capsys):
+    out = tmp_path / "o"
+    args = ["convert", "voc", "--root", str(voc_masks), "--split", "sample", "--to", "tags", "--out", str(out),
+            "--quiet"]
+    assert main(args + ["--regions", "felzenszwalb"]) == EXIT_DATA  # masks only: nothing to segment
+    assert "needs images" in capsys.readouterr().err
+    assert main(args) == EXIT_OK
+    assert json.loads((out / ".weaklabels.json").read_text())["status"] == "complete"

@@ -334,3 +334,93 @@ def test_a_filesystem_without_locks_converts_without_one(tmp_path, monkeypatch, 
         convert({"train": read_voc(bundled_voc(), "train")}, tmp_path / "out", ConvertOptions(kind="tags"))
     assert "without a lock" in caplog.text
     assert json.loads((tmp_path / "out" / MARKER).read_text())["status"] == "complete"
+
+
+# --------------------------------------------------------------------------- --out apart from the inputs
+
+
+@pytest.fixture()
+def offline_datasets(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    datasets.disable_progress_bars()
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("root_in, out_in, how", [
+    ("converted", "converted", "is"),                  # the report's case: the source is deleted
+    ("converted/data", "converted", "holds"),
+])
+def test_out_overlapping_the_input_is_refused_before_anything_is_deleted(tmp_path, offline_datasets,
+                                                                          root_in, out_in, how):
+    from weaklabels.sources import read_hf
+
+    convert({"val": read_voc(bundled_voc(), "val")}, tmp_path / "converted", ConvertOptions(kind="points"))
+    before = _tree(tmp_path / "converted")
+    root, out = tmp_path / root_in, tmp_path / out_in
+    src = {"val": read_hf(root, "val", mask_column="gt")}
+    with pytest.raises(OutputExistsError) as err:
+        convert(src, out, ConvertOptions(kind="boxes"), overwrite=True)
+    assert f"--out {out} {how} the input of split 'val' ({root})" in str(err.value)
+    assert _tree(tmp_path / "converted") == before  # no file deleted, no lock or marker left
+    assert not (tmp_path / "converted" / "again").exists()
+
+
+def test_out_overlapping_annotations_or_regions_is_refused(tmp_path, voc_points):
+    from weaklabels.sources.human import Annotated, human_annotations
+
+    clicks = tmp_path / "work" / "clicks.json"
+    clicks.parent.mkdir()
+    clicks.write_text((voc_points / "whats_the_point_clicks.json").read_text())
+    src = {"train": Annotated(read_voc(bundled_voc(), "train"), human_annotations("points", clicks))}
+    with pytest.raises(OutputExistsError, match=rf"--out {tmp_path / 'work'} holds the input of split 'train' "
+                                                rf"\({clicks}\)"):
+        convert(src, tmp_path / "work", ConvertOptions(kind="points", given=True), overwrite=True)
+    regions = tmp_path / "work2" / "regions"
+    regions.mkdir(parents=True)
+    with pytest.raises(OutputExistsError, match="holds the --regions folder"):
+        convert({"train": read_voc(bundled_voc(), "train")}, regions.parent,
+                ConvertOptions(kind="tags", regions=str(regions)), overwrite=True)
+    assert clicks.is_file() and regions.is_dir()
+
+
+def test_out_inside_an_input_folder_is_fine(shapes_copy):
+    # e.g. VOC-style output kept next to the data it came from: nothing of the input is touched
+    out = shapes_copy / "VOCdevkit" / "weak-tags"
+    res = convert({"train": read_voc(shapes_copy, "train")}, out, ConvertOptions(kind="tags"))
+    assert res.summary.num_images > 0 and (out / "data").is_dir()
+
+
+# --------------------------------------------------------------------------- a run stopped by an error
+
+
+def test_a_failed_run_is_marked_failed_resumable_and_replaceable(shapes_copy, tmp_path):
+    base = read_voc(shapes_copy, "train")
+    opts = ConvertOptions(kind="boxes", shard_size=3)
+    bad = shapes_copy / "VOCdevkit/VOC2012/SegmentationClass" / f"{base.ids[7]}.png"
+    good = bad.read_bytes()
+    _corrupt(shapes_copy, base.ids[7])
+    out = tmp_path / "out"
+    with pytest.raises(CorruptFileError):
+        convert({"train": base}, out, opts)
+    state = json.loads((out / MARKER).read_text())
+    assert state["status"] == "failed" and base.ids[7] in state["error"]
+    # the same settings, once the input is fixed, resume after the shards already written
+    bad.write_bytes(good)
+    res = convert({"train": base}, out, opts)
+    assert res.resumed_shards == 2
+    fresh = tmp_path / "fresh"
+    convert({"train": base}, fresh, opts)
+    assert _rows(out) == _rows(fresh)
+    # other settings replace a failed run without --overwrite (an interrupted one is kept: see above)
+    _corrupt(shapes_copy, base.ids[7])
+    other = tmp_path / "other"
+    with pytest.raises(CorruptFileError):
+        convert({"train": base}, other, opts)
+    res = convert({"train": base}, other, ConvertOptions(kind="tags", shard_size=3), on_error="skip")
+    assert [e["image_id"] for e in res.errors] == [base.ids[7]]
+    assert json.loads((other / MARKER).read_text())["status"] == "complete"

@@ -105,6 +105,16 @@ def test_vocabulary_without_background_has_all_classes_foreground():
     assert voc.foreground == (0, 1, 2)
 
 
+@pytest.mark.parametrize("name", ["background", "_background_", "__background__"])
+def test_from_names_is_the_one_rule_for_background(name):
+    voc = Vocabulary.from_names([name, "cat", "dog"])
+    assert voc.names == ("background", "cat", "dog") and voc.background == 0
+    assert Vocabulary.from_names(["cat", name]).background == 1
+    assert Vocabulary.from_names(["bg", "cat"]).background is None  # no guessing beyond the known names
+    with _raises("duplicate class names"):
+        Vocabulary.from_names(["background", "_background_"])
+
+
 def test_from_source_id_maps_non_contiguous_ids_and_lists_known_ids():
     voc = Vocabulary(("background", "person", "car"), source_ids=(None, 1, 3))
     assert voc.from_source_id(1) == 1

@@ -8,6 +8,7 @@ the dataset. Sources are picklable so worker processes can share them.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from weaklabels.types import Sample, Vocabulary
@@ -29,6 +30,11 @@ class Source(Protocol):
 
     def describe(self) -> dict:
         """Plain-JSON description of where the data came from (for cards and resume checks)."""
+        ...
+
+    def inputs(self) -> list[Path]:
+        """The local files and folders this source reads (``convert`` refuses an output folder
+        that is or holds one of them)."""
         ...
 
     def load_errors(self) -> list[tuple[str, str]]:

@@ -49,6 +49,9 @@ class ClickAnnotations:
     def describe(self) -> dict:
         return {"annotations": "whats_the_point", "paths": [str(p) for p in self.paths], "max_rank": self.max_rank}
 
+    def inputs(self) -> list[Path]:
+        return list(self.paths)
+
     def attach(self, sample: Sample) -> Sample:
         rec = f"image {sample.image_id!r}"
         if sample.image_id not in self.clicks:

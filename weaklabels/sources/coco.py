@@ -113,6 +113,9 @@ class COCOSource:
         return {"reader": "coco", "annotations": str(self.annotations),
                 "root": None if self.root is None else str(self.root), "split": self.split}
 
+    def inputs(self) -> list[Path]:
+        return [self.annotations] + ([] if self.root is None else [self.root])
+
     def load_errors(self) -> list[tuple[str, str]]:
         return list(self._orphans)
 
@@ -131,7 +134,7 @@ class COCOSource:
                 raise SourceError(f"{rec}: {self.annotations}: image record has no file_name")
             path = resolve_inside(self.root, name, rec)
             ih, iw, _ = check_image(path, rec)
-            check_size("image file", (ih, iw), (h, w), path, f"{rec} (annotations say {w}x{h})")
+            check_size("image file", (ih, iw), (h, w), path, rec, want_from="the annotations say")
             image = ImageRef(path=str(path))
         anns = sorted(self.anns.get(im["id"], []), key=lambda a: a.get("id", 0))
         masks, classes, crowd, xywh = [], [], [], []
@@ -224,6 +227,9 @@ class COCOBoxAnnotations:
 
     def describe(self) -> dict:
         return {"annotations": "coco_bbox", "path": str(self.path)}
+
+    def inputs(self) -> list[Path]:
+        return [self.path]
 
     def attach(self, sample: Sample) -> Sample:
         rec = f"image {sample.image_id!r}"

@@ -91,9 +91,11 @@ def check_image(path: Path, record: str) -> tuple[int, int, bytes]:
     return im.height, im.width, data
 
 
-def check_size(what: str, got: tuple[int, int], want: tuple[int, int], path: Path | str, record: str) -> None:
+def check_size(what: str, got: tuple[int, int], want: tuple[int, int], path: Path | str, record: str, *,
+               want_from: str = "the image is") -> None:
+    """``got`` and ``want`` are (height, width); ``want_from`` says where ``want`` comes from."""
     if got != want:
-        raise SourceError(f"{record}: {what} {path} is {got[1]}x{got[0]}; the image is {want[1]}x{want[0]}")
+        raise SourceError(f"{record}: {what} {path} is {got[1]}x{got[0]}; {want_from} {want[1]}x{want[0]}")
 
 
 def parse_xml(path: Path, record: str):

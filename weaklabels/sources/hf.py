@@ -10,7 +10,8 @@ Image and mask columns are read as encoded bytes (``Image(decode=False)``) and
 decoded here, so palette masks keep their indices. Class names come, in order,
 from the ``class_names`` option, a ``vocabulary.json`` beside local data, or a
 ``ClassLabel`` feature (the ``classes_column`` option names it when the
-dataset has several).
+dataset has several); whichever it is, ``Vocabulary.from_names`` decides which
+class is background, as for the VOC reader's ``class_names.txt``.
 """
 
 from __future__ import annotations
@@ -114,8 +115,7 @@ class HFSource:
     def _vocabulary(self, ds, class_names, classes_column) -> Vocabulary:
         ds_lib = _datasets()
         if class_names:
-            names = list(class_names)
-            return Vocabulary(tuple(names), background=0 if names[0] == "background" else None)
+            return Vocabulary.from_names(class_names)
         p = Path(self.root)
         # our own output keeps vocabulary.json beside data/; accept the dataset folder or data/ itself
         cands = (p / "vocabulary.json",) + ((p.parent / "vocabulary.json",) if p.name == "data" else ())
@@ -129,8 +129,7 @@ class HFSource:
                                   f"ClassLabel columns: {', '.join(labels) or 'none'}")
             labels = {classes_column: labels[classes_column]}
         if len(labels) == 1:
-            names = list(next(iter(labels.values())).names)
-            return Vocabulary(tuple(names), background=0 if names[0] in ("background", "_background_") else None)
+            return Vocabulary.from_names(next(iter(labels.values())).names)
         raise SourceError(
             f"{self.root}: cannot tell the class names ("
             f"{'several ClassLabel columns: ' + ', '.join(labels) if labels else 'no ClassLabel feature'}); "
@@ -147,6 +146,10 @@ class HFSource:
     def describe(self) -> dict:
         return {"reader": "hf", "root": self.root, "split": self.split,
                 "image_column": self.image_column, "mask_column": self.mask_column}
+
+    def inputs(self) -> list[Path]:
+        # a hub id is not a local path: its cache belongs to datasets, not to any --out
+        return [Path(self.root)] if Path(self.root).exists() else []
 
     def load_errors(self) -> list[tuple[str, str]]:
         return []

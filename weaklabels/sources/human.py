@@ -28,6 +28,8 @@ class HumanAnnotations(Protocol):
 
     def describe(self) -> dict: ...
 
+    def inputs(self) -> list[Path]: ...
+
     def attach(self, sample: Sample) -> Sample: ...
 
 
@@ -62,6 +64,9 @@ class Annotated:
 
     def describe(self) -> dict:
         return {**self.source.describe(), "human": self.annotations.describe()}
+
+    def inputs(self) -> list[Path]:
+        return self.source.inputs() + self.annotations.inputs()
 
     def load_errors(self) -> list[tuple[str, str]]:
         return self.source.load_errors()

@@ -16,9 +16,9 @@ import numpy as np
 
 from weaklabels.errors import SchemaError, SourceError
 from weaklabels.sources.files import parse_xml
-from weaklabels.types import Sample, Scribbles
+from weaklabels.types import BACKGROUND_NAMES, Sample, Scribbles
 
-_BACKGROUND_NAMES = ("bg", "background", "__background__", "_background_")
+_BACKGROUND_NAMES = ("bg",) + BACKGROUND_NAMES  # a tag names background more loosely than a class list
 
 
 class ScribbleSupAnnotations:
@@ -32,6 +32,9 @@ class ScribbleSupAnnotations:
 
     def describe(self) -> dict:
         return {"annotations": "scribblesup", "folder": str(self.folder), "width": self.width}
+
+    def inputs(self) -> list[Path]:
+        return [self.folder]
 
     def _class(self, name: str, sample: Sample, path: Path, k: int) -> int:
         voc = sample.vocabulary

@@ -48,10 +48,8 @@ def find_devkit(root: Path) -> Path:
 def read_class_names(path: Path) -> Vocabulary:
     names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
     names = [n for n in names if n != "__ignore__"]
-    names = ["background" if n in ("_background_", "__background__") else n for n in names]
     try:
-        return Vocabulary(tuple(names), background=0 if names and names[0] == "background" else None,
-                          source_ids=tuple(range(len(names))))
+        return Vocabulary.from_names(names, source_ids=tuple(range(len(names))))
     except SchemaError as err:
         raise SourceError(f"{path}: {err}") from err
 
@@ -116,6 +114,9 @@ class VOCSource:
     def describe(self) -> dict:
         return {"reader": "voc", "root": str(self.root), "split": self.split,
                 "masks": None if self.mask_dir is None else self.mask_dir.name}
+
+    def inputs(self) -> list[Path]:
+        return [self.root]
 
     def load_errors(self) -> list[tuple[str, str]]:
         return []
@@ -253,6 +254,9 @@ class VOCBoxAnnotations:
 
     def describe(self) -> dict:
         return {"annotations": "voc_xml", "folder": str(self.folder)}
+
+    def inputs(self) -> list[Path]:
+        return [self.folder]
 
     def attach(self, sample: Sample) -> Sample:
         rec = f"image {sample.image_id!r}"

@@ -268,6 +268,14 @@ def test_image_size_disagrees_with_json(make_coco, kit):
         read_coco(path, root)[0]
 
 
+def test_image_size_message_says_the_annotations_give_the_expected_size(make_coco, kit):
+    path, root = make_coco([_image(5, w=12, h=10)], [], image_files={"0005.jpg": kit.jpeg(10, 13)})
+    with pytest.raises(SourceError) as err:
+        read_coco(path, root)[0]
+    assert str(err.value).endswith("0005.jpg is 13x10; the annotations say 12x10")
+    assert "the image is" not in str(err.value)
+
+
 def test_truncated_image(make_coco, kit):
     data = kit.jpeg(10, 12)
     path, root = make_coco([_image(5)], [], image_files={"0005.jpg": data[: len(data) // 2]})

@@ -293,3 +293,17 @@ def test_split_names_that_extend_another_are_not_mixed_in(tmp_path, kit):
     _check_rows(read_hf(tmp_path / "pq", "train"))
     _check_rows(read_hf(tmp_path / "pq", "train_aug"), 2)
     _check_rows(read_hf(tmp_path / "pq", "val"), 1)  # not val-2's shard (datasets refuses '-' in split names)
+
+
+@pytest.mark.parametrize("name", ["_background_", "__background__"])
+def test_background_aliases_are_background_from_every_vocabulary_path(tmp_path, kit, name):
+    """--class-names follows the rule of class_names.txt and of a ClassLabel (Vocabulary.from_names)."""
+    path = tmp_path / "one.parquet"
+    _dataset(kit).to_parquet(str(path))
+    by_option = read_hf(path, "train", class_names=[name, "cat", "dog"]).vocabulary
+    ds = _dataset(kit).cast_column("scene", datasets.ClassLabel(names=[name, "cat", "dog"]))
+    labelled = tmp_path / "labelled.parquet"
+    ds.to_parquet(str(labelled))
+    by_classlabel = read_hf(labelled, "train").vocabulary
+    assert by_option == by_classlabel
+    assert by_option.background == 0 and by_option.names == ("background", "cat", "dog")
