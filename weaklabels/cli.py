@@ -82,7 +82,14 @@ def _sources(args) -> dict:
                     root = None
             else:
                 ann, root = Path(args.annotations), args.root
-            out[s] = read_coco(ann, root, split=s)
+            if args.masks not in ("auto", "none"):
+                raise SchemaError(f"coco: --masks {args.masks} names a VOC folder; expected auto or none "
+                                  f"(none: the bbox fields alone)")
+            out[s] = read_coco(ann, root, split=s, masks=args.masks)
+            if root is None and not out[s].with_masks:  # as the VOC reader refuses a devkit without both
+                raise SchemaError(f"coco: {ann} gives no masks (--masks none, or no annotation has a "
+                                  f"segmentation) and --masks-only reads no images: nothing but boxes would "
+                                  f"be written; give --root IMAGE_FOLDER")
         if args.annotations is not None and len(splits) > 1:
             raise SchemaError("coco: one --annotations file holds one split; convert splits one at a time")
         return out
@@ -406,21 +413,77 @@ def _classes(text: str) -> str:
 
 
 
+class _Unset:
+    """The default of a protocol option, told apart from the same value typed on the command line
+    (argparse applies ``type`` to string defaults only: this object passes through as is)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+# The kinds (--to) each protocol option applies to: any other kind would silently ignore it.
+KIND_OPTIONS = {
+    "min_pixels": ("--min-pixels", ("tags",)),
+    "connectivity": ("--connectivity", ("boxes",)),
+    "min_area": ("--min-area", ("boxes", "points", "scribbles")),
+    "per": ("--per", ("points",)),
+    "k": ("--k", ("points",)),
+    "placement": ("--placement", ("points",)),
+    "point_radius": ("--point-radius", ("points",)),
+    "max_rank": ("--max-rank", ("points",)),
+    "background": ("--background / --no-background", ("points", "scribbles")),
+    "width": ("--width", ("scribbles",)),
+    "length_ratio": ("--length-ratio", ("scribbles",)),
+    "from_annotations": ("--from-annotations", ("points", "scribbles", "boxes")),
+}
+
+
+def _kind_option_error(args, given: set[str]) -> str | None:
+    """The message refusing the given protocol options that ``--to`` ignores, or ``None``."""
+    bad = [(flag, kinds) for dest, (flag, kinds) in KIND_OPTIONS.items() if dest in given and args.to not in kinds]
+    if not bad:
+        return None
+    used = ", ".join(f"{flag} (for --to {' / '.join(kinds)})" for flag, kinds in bad)
+    return f"--to {args.to} does not use {used}; drop {'it' if len(bad) == 1 else 'them'}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """A subcommand's parser: fills in the ``_Unset`` defaults, and refuses (exit 2, as any bad
+    command line) the protocol options the chosen kind would ignore; only options the user typed
+    count, never defaults."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        values = vars(ns)
+        given = {k for k, v in values.items() if k in KIND_OPTIONS and v is not None and not isinstance(v, _Unset)}
+        for k, v in values.items():
+            if isinstance(v, _Unset):
+                setattr(ns, k, v.value)
+        if getattr(ns, "to", None) is not None:
+            message = _kind_option_error(ns, given)
+            if message:
+                self.error(message)
+        return ns, rest
+
+
 def _protocol_args(c: argparse.ArgumentParser) -> None:
     g = c.add_argument_group("protocol options")
-    g.add_argument("--min-pixels", type=_int_at_least(1), default=1, help="tags: pixels a class needs to be a tag")
-    g.add_argument("--min-area", type=_int_at_least(1), default=10, help="smallest object, px: smaller components get an ignore box (boxes), smaller classes or "
+    g.add_argument("--min-pixels", type=_int_at_least(1), default=_Unset(1), help="tags: pixels a class needs to be a tag")
+    g.add_argument("--min-area", type=_int_at_least(1), default=_Unset(10), help="smallest object, px: smaller components get an ignore box (boxes), smaller classes or "
                         "objects no point or stroke (points, scribbles; still tagged)")
-    g.add_argument("--connectivity", type=int, default=8, choices=(4, 8), help="boxes from components")
-    g.add_argument("--per", default="class", choices=("class", "instance"), help="points: per class or per object")
-    g.add_argument("--k", type=_int_at_least(1), default=1, help="points per class / object")
-    g.add_argument("--placement", default="center", choices=("center", "random", "human"), help="points placement")
+    g.add_argument("--connectivity", type=int, default=_Unset(8), choices=(4, 8), help="boxes from components")
+    g.add_argument("--per", default=_Unset("class"), choices=("class", "instance"), help="points: per class or per object")
+    g.add_argument("--k", type=_int_at_least(1), default=_Unset(1), help="points per class / object")
+    g.add_argument("--placement", default=_Unset("center"), choices=("center", "random", "human"), help="points placement")
     g.add_argument("--background", action=argparse.BooleanOptionalAction, default=None,
                    help="also annotate background (default: on for scribbles, off for points)")
-    g.add_argument("--width", type=_float_in(0, open_low=True), default=3.0, help="scribbles: stroke width in pixels (SPML: 3)")
-    g.add_argument("--length-ratio", type=_float_in(0, 1), default=1.0,
+    g.add_argument("--width", type=_float_in(0, open_low=True), default=_Unset(3.0), help="scribbles: stroke width in pixels (SPML: 3)")
+    g.add_argument("--length-ratio", type=_float_in(0, 1), default=_Unset(1.0),
                    help="scribbles: kept fraction of each stroke, 1.0 / 0.8 / 0.5 / 0.3 / 0.0 (0 = one point)")
-    g.add_argument("--point-radius", type=_float_in(0), default=0.0,
+    g.add_argument("--point-radius", type=_float_in(0), default=_Unset(0.0),
                    help="points: label every pixel within this radius in weak_label (default: the pixel only)")
     g.add_argument("--seed", type=_int_at_least(0), default=0, help="seed for every random choice (default 0)")
     g.add_argument("--from-annotations", metavar="PATH",
@@ -439,8 +502,11 @@ def _source_args(c: argparse.ArgumentParser, datasets: tuple[str, ...]) -> None:
     c.add_argument("--annotations", help="coco / densepose: the instances JSON file")
     c.add_argument("--split", help="split name(s), comma-separated (default: train; coco: the "
                                     "annotation file's name, e.g. instances_val2017.json -> val2017)")
-    v = c.add_argument_group("voc options")
-    v.add_argument("--masks", default="auto", choices=("auto", "SegmentationClass", "SegmentationClassAug", "none"))
+    v = c.add_argument_group("voc / coco options")
+    v.add_argument("--masks", default="auto", choices=("auto", "SegmentationClass", "SegmentationClassAug", "none"),
+                   help="voc: the class mask folder, or none (boxes from Annotations/ XML); coco: auto or none "
+                        "(boxes from the bbox fields alone, no gt; auto does so when no annotation has a "
+                        "segmentation)")
     h = c.add_argument_group("hf options")
     h.add_argument("--image-column", default="image")
     h.add_argument("--mask-column", default="annotation")
@@ -456,13 +522,15 @@ def build_parser() -> argparse.ArgumentParser:
                                        "4 data error, 5 output refused, 130 interrupted (rerun to resume).")
     p.add_argument("--version", action="version", version=f"weaklabels {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     c = sub.add_parser("convert", help="derive weak labels from a fully annotated dataset and write them")
     _source_args(c, ("voc", "coco", "hf", "densepose"))
     c.add_argument("--out", help="output folder (default: ./weaklabels-DATASET-KIND)")
     c.add_argument("--format", default="hf", choices=("hf", "voc"),
-                   help="hf: parquet shards + dataset card (default); voc: PNGs + list file")
+                   help="hf: parquet shards + dataset card (default); voc: PNGs + list files, tags in "
+                        "SPLIT_tags.json, boxes as VOC XML in Annotations/ (points and scribbles: their "
+                        "labelled pixels only, in WeakLabels/)")
     c.add_argument("--num-proc", type=_int_at_least(1), default=1, help="worker processes (default 1)")
     c.add_argument("--overwrite", action="store_true", help="replace a previous output in --out")
     c.add_argument("--masks-only", action="store_true",

@@ -252,8 +252,8 @@ def _prepare_out(out: Path, fp: str, overwrite: bool) -> bool:
             # a failed run's folder holds no dataset, only its partial shards: other settings replace it
             if state is None:
                 raise OutputExistsError(
-                    f"--out {out} is not empty and was not written by weaklabels (no {MARKER}); "
-                    f"refusing to delete it even with --overwrite: remove it yourself")
+                    f"output folder {out} is not empty and was not written by weaklabels (no {MARKER}); "
+                    f"refusing to delete it even with overwrite=True / --overwrite: remove it yourself")
             for f in out.iterdir():  # everything but the lock this run holds
                 if f.name != LOCK:
                     shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
@@ -261,10 +261,12 @@ def _prepare_out(out: Path, fp: str, overwrite: bool) -> bool:
             return True  # its finished shards are valid: the same settings resume after them
         elif status == "running":
             raise OutputExistsError(
-                f"--out {out} holds an interrupted conversion with other settings "
-                f"(fingerprint {state.get('fingerprint')} != {fp}); pass --overwrite to start again")
+                f"output folder {out} holds an interrupted conversion with other settings "
+                f"(fingerprint {state.get('fingerprint')} != {fp}); pass overwrite=True / --overwrite to "
+                f"start again")
         else:
-            raise OutputExistsError(f"--out {out} is not empty; pass --overwrite to replace it")
+            raise OutputExistsError(f"output folder {out} is not empty; pass overwrite=True / --overwrite to "
+                                    f"replace it")
     return False
 
 
@@ -310,7 +312,7 @@ def convert(sources: dict[str, Source], out: str | Path, options: ConvertOptions
     t0 = time.perf_counter()
     fp = fingerprint(sources, options)
     if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"--out {out} exists and is not a folder")
+        raise OutputExistsError(f"output {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)
     try:
@@ -328,7 +330,7 @@ def input_paths(sources: dict[str, Source], options: ConvertOptions) -> list[tup
         inputs = getattr(src, "inputs", None)
         found.extend((f"input of split {split!r}", Path(p)) for p in (inputs() if inputs else []))
     if options.regions not in ("none", "felzenszwalb", "slic"):
-        found.append(("--regions folder", Path(options.regions)))
+        found.append(("regions folder", Path(options.regions)))
     return found
 
 
@@ -341,8 +343,8 @@ def _check_apart(out: Path, sources: dict[str, Source], options: ConvertOptions)
         q = p.resolve()
         how = "is" if o == q else "holds" if o in q.parents else None
         if how is not None:
-            raise OutputExistsError(f"--out {out} {how} the {what} ({p}); writing there would delete or "
-                                    f"mix with the input: choose an --out apart from it")
+            raise OutputExistsError(f"output folder {out} {how} the {what} ({p}); writing there would delete "
+                                    f"or mix with the input: choose an output folder apart from it")
 
 
 def _lock(out: Path):
@@ -380,8 +382,8 @@ def _lock(out: Path):
 
 
 def _busy(out: Path) -> OutputExistsError:
-    return OutputExistsError(f"--out {out}: another weaklabels convert is writing to this folder "
-                             f"(it holds {out / LOCK}); wait for it or choose another --out")
+    return OutputExistsError(f"output folder {out}: another weaklabels convert is writing to this folder "
+                             f"(it holds {out / LOCK}); wait for it or choose another output folder")
 
 
 def _unlock(out: Path, f) -> None:

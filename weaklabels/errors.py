@@ -33,7 +33,8 @@ class UnsafePathError(WeaklabelsError, PermissionError):
 
 
 class OutputExistsError(WeaklabelsError, FileExistsError):
-    """The output folder is not empty and --overwrite was not given."""
+    """The output folder is refused: not empty without ``overwrite=True`` (``--overwrite``), or
+    overlapping an input."""
 
 
 class MissingDependencyError(WeaklabelsError, ImportError):

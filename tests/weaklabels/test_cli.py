@@ -228,3 +228,72 @@ def test_failed_conversion_does_not_block_a_rerun_with_other_options(tmp_path, v
     assert "needs images" in capsys.readouterr().err
     assert main(args) == EXIT_OK
     assert json.loads((out / ".weaklabels.json").read_text())["status"] == "complete"
+
+
+def _rows(folder):
+    import pyarrow.parquet as pq
+
+    return [r for f in sorted((folder / "data").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+
+
+def test_detection_only_coco_converts_to_boxes(tmp_path, capsys):
+    """A COCO file with bbox and no segmentation: --to boxes works (with or without
+    --from-annotations on it), the boxes are its bbox fields, no gt; --masks none does the same for a
+    file with masks."""
+    from weaklabels.sources.bundled import bundled_coco
+
+    ann, images = bundled_coco("val")
+    doc = json.loads(ann.read_text())
+    for a in doc["annotations"]:
+        del a["segmentation"]
+    det = tmp_path / "det_only.json"
+    det.write_text(json.dumps(doc))
+    common = ["convert", "coco", "--root", str(images), "--split", "val", "--quiet"]
+    assert main(common + ["--annotations", str(ann), "--to", "boxes", "--from-annotations", str(ann),
+                          "--out", str(tmp_path / "human")]) == EXIT_OK
+    want = [(r["image_id"], r["boxes"], r["tags"]) for r in _rows(tmp_path / "human")]
+    assert any(b for _, b, _ in want)
+    for extra, out in ((["--from-annotations", str(det)], "a"), ([], "b")):
+        assert main(common + ["--annotations", str(det), "--to", "boxes", "--out", str(tmp_path / out),
+                              *extra]) == EXIT_OK, capsys.readouterr().err
+        rows = _rows(tmp_path / out)
+        assert [(r["image_id"], r["boxes"], r["tags"]) for r in rows] == want
+        assert all(r["gt"] is None and r["image"] is not None for r in rows)
+    assert main(common + ["--annotations", str(ann), "--masks", "none", "--to", "boxes",
+                          "--out", str(tmp_path / "c")]) == EXIT_OK
+    assert [(r["image_id"], r["boxes"], r["tags"]) for r in _rows(tmp_path / "c")] == want
+    capsys.readouterr()
+    assert main(common + ["--annotations", str(det), "--to", "points", "--out", str(tmp_path / "p")]) == EXIT_DATA
+    assert "points need a class mask" in capsys.readouterr().err
+    assert main(["convert", "coco", "--annotations", str(det), "--masks-only", "--to", "boxes",
+                 "--out", str(tmp_path / "m")]) == EXIT_DATA
+    assert "nothing but boxes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind,args,named", [
+    ("boxes", ["--placement", "random", "--width", "9"], ["--placement (for --to points)",
+                                                         "--width (for --to scribbles)"]),
+    ("tags", ["--width", "5"], ["--width (for --to scribbles)"]),
+    ("tags", ["--min-area", "10"], ["--min-area (for --to boxes / points / scribbles)"]),  # even at its default
+    ("points", ["--connectivity", "4", "--length-ratio", "0"], ["--connectivity", "--length-ratio"]),
+    ("scribbles", ["--no-background", "--k", "2"], ["--k (for --to points)"]),
+    ("tags", ["--from-annotations", "x.json"], ["--from-annotations (for --to points / scribbles / boxes)"]),
+])
+def test_options_the_kind_ignores_are_usage_errors(tmp_path, capsys, kind, args, named):
+    with pytest.raises(SystemExit) as err:
+        main(["convert", "voc", "--to", kind, "--out", str(tmp_path / "o"), *args])
+    assert err.value.code == 2
+    msg = capsys.readouterr().err
+    assert f"--to {kind} does not use" in msg and all(n in msg for n in named), msg
+    assert not (tmp_path / "o").exists()
+
+
+def test_options_of_the_kind_and_defaults_are_accepted(tmp_path):
+    assert main(["convert", "voc", "--to", "scribbles", "--width", "5", "--length-ratio", "0.5", "--min-area", "3",
+                 "--no-background", "--out", str(tmp_path / "s"), "--quiet"]) == EXIT_OK
+    opts = json.loads((tmp_path / "s" / ".weaklabels.json").read_text())["options"]
+    assert (opts["width"], opts["length_ratio"], opts["min_area"], opts["background"]) == (5.0, 0.5, 3, False)
+    assert opts["points_k"] == 1 and opts["placement"] == "center"  # defaults of other kinds: plain values
+    assert main(["convert", "voc", "--to", "points", "--k", "2", "--placement", "random", "--point-radius", "1",
+                 "--out", str(tmp_path / "p"), "--quiet"]) == EXIT_OK
+    assert main(["report", "voc", "--to", "boxes", "--connectivity", "4", "--limit", "1", "--quiet"]) == EXIT_OK

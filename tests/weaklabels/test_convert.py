@@ -365,7 +365,7 @@ def test_out_overlapping_the_input_is_refused_before_anything_is_deleted(tmp_pat
     src = {"val": read_hf(root, "val", mask_column="gt")}
     with pytest.raises(OutputExistsError) as err:
         convert(src, out, ConvertOptions(kind="boxes"), overwrite=True)
-    assert f"--out {out} {how} the input of split 'val' ({root})" in str(err.value)
+    assert f"output folder {out} {how} the input of split 'val' ({root})" in str(err.value)
     assert _tree(tmp_path / "converted") == before  # no file deleted, no lock or marker left
     assert not (tmp_path / "converted" / "again").exists()
 
@@ -377,12 +377,12 @@ def test_out_overlapping_annotations_or_regions_is_refused(tmp_path, voc_points)
     clicks.parent.mkdir()
     clicks.write_text((voc_points / "whats_the_point_clicks.json").read_text())
     src = {"train": Annotated(read_voc(bundled_voc(), "train"), human_annotations("points", clicks))}
-    with pytest.raises(OutputExistsError, match=rf"--out {tmp_path / 'work'} holds the input of split 'train' "
+    with pytest.raises(OutputExistsError, match=rf"output folder {tmp_path / 'work'} holds the input of split 'train' "
                                                 rf"\({clicks}\)"):
         convert(src, tmp_path / "work", ConvertOptions(kind="points", given=True), overwrite=True)
     regions = tmp_path / "work2" / "regions"
     regions.mkdir(parents=True)
-    with pytest.raises(OutputExistsError, match="holds the --regions folder"):
+    with pytest.raises(OutputExistsError, match="holds the regions folder"):
         convert({"train": read_voc(bundled_voc(), "train")}, regions.parent,
                 ConvertOptions(kind="tags", regions=str(regions)), overwrite=True)
     assert clicks.is_file() and regions.is_dir()
@@ -424,3 +424,22 @@ def test_a_failed_run_is_marked_failed_resumable_and_replaceable(shapes_copy, tm
     res = convert({"train": base}, other, ConvertOptions(kind="tags", shard_size=3), on_error="skip")
     assert [e["image_id"] for e in res.errors] == [base.ids[7]]
     assert json.loads((other / MARKER).read_text())["status"] == "complete"
+
+
+def test_output_exists_messages_name_the_api_argument_not_only_the_cli_flag(tmp_path):
+    """A Python caller has no --out / --overwrite: each message names what it controls too."""
+    src = {"train": read_voc(bundled_voc(), "train")}
+    out = tmp_path / "out"
+    convert(src, out, ConvertOptions(kind="tags"))
+    with pytest.raises(OutputExistsError) as err:
+        convert(src, out, ConvertOptions(kind="tags"))
+    assert str(err.value) == f"output folder {out} is not empty; pass overwrite=True / --overwrite to replace it"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "x.txt").write_text("x")
+    with pytest.raises(OutputExistsError, match="even with overwrite=True / --overwrite"):
+        convert(src, tmp_path / "mine", ConvertOptions(kind="tags"), overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputExistsError, match="^output "):
+        convert(src, tmp_path / "file", ConvertOptions(kind="tags"))
+    with pytest.raises(OutputExistsError, match="choose an output folder apart from it"):
+        convert(src, bundled_voc(), ConvertOptions(kind="tags"))

@@ -17,6 +17,11 @@ Conventions:
   annotation id first), so a smaller object lying on a larger one stays visible.
 * Polygons are checked before pycocotools sees them: at least 3 points and an
   even number of coordinates (a 4-number polygon would be taken for a box).
+* Detection-only files (``bbox``, no ``segmentation``): ``masks="none"`` reads the
+  boxes alone, as the VOC reader's ``masks="none"`` reads its XML boxes: samples
+  have boxes (crowd ones as ignore boxes) and no mask, so they give boxes and tags,
+  and no ``gt``. ``masks="auto"`` (the default) does so when the file has
+  annotations and none of them has a ``segmentation`` (key absent or null).
 """
 
 from __future__ import annotations
@@ -74,7 +79,10 @@ class COCOSource:
 
     name = "coco"
 
-    def __init__(self, annotations: str | Path, root: str | Path | None = None, *, split: str | None = None):
+    def __init__(self, annotations: str | Path, root: str | Path | None = None, *, split: str | None = None,
+                 masks: str = "auto"):
+        if masks not in ("auto", "none"):
+            raise SourceError(f"masks={masks!r}; expected auto or none for COCO (none: the bbox fields alone)")
         self.annotations = Path(annotations)
         self.root = None if root is None else Path(root)
         self.split = split or self.annotations.stem.replace("instances_", "")
@@ -101,6 +109,10 @@ class COCOSource:
                                       f"{a.get('image_id')!r}, which is not in 'images'"))
                 continue
             self.anns[a["image_id"]].append(a)
+        if masks == "auto":
+            anns = [a for v in self.anns.values() for a in v]
+            masks = "none" if anns and all(a.get("segmentation") is None for a in anns) else "auto"
+        self.with_masks = masks != "none"
         del data
 
     def __len__(self) -> int:
@@ -110,8 +122,10 @@ class COCOSource:
         return str(self.images[index]["id"])
 
     def describe(self) -> dict:
-        return {"reader": "coco", "annotations": str(self.annotations),
-                "root": None if self.root is None else str(self.root), "split": self.split}
+        d = {"reader": "coco", "annotations": str(self.annotations),
+             "root": None if self.root is None else str(self.root), "split": self.split}
+        # only when off: the fingerprints of existing (resumable) mask conversions stay the same
+        return d if self.with_masks else {**d, "masks": "none"}
 
     def inputs(self) -> list[Path]:
         return [self.annotations] + ([] if self.root is None else [self.root])
@@ -145,7 +159,8 @@ class COCOSource:
             except Exception as err:
                 raise SourceError(f"{arec}: category_id {a.get('category_id')!r} is not in 'categories'") from err
             crowd.append(bool(a.get("iscrowd", 0)))
-            masks.append(self._decode(a.get("segmentation"), h, w, arec))
+            if self.with_masks:
+                masks.append(self._decode(a.get("segmentation"), h, w, arec))
             bb = a.get("bbox")
             if not (isinstance(bb, list) and len(bb) == 4):
                 raise SourceError(f"{arec}: bbox {bb!r}; expected [x, y, width, height]")
@@ -153,13 +168,14 @@ class COCOSource:
             # COCO boxes sometimes spill a fraction of a pixel past the image; clip, do not fail.
             x0, y0 = max(0.0, x), max(0.0, y)
             xywh.append([x0, y0, max(min(x + bw, w) - x0, 1e-3), max(min(y + bh, h) - y0, 1e-3)])
-        n = len(masks)
-        inst = np.stack(masks) if n else np.zeros((0, h, w), bool)
         cls = np.asarray(classes, np.int64)
         crowd_a = np.asarray(crowd, bool)
+        boxes = Boxes.from_xywh(np.asarray(xywh, np.float64).reshape(-1, 4), cls, crowd=crowd_a, record=rec)
+        if not self.with_masks:
+            return Sample(iid, h, w, self.vocabulary, image=image, boxes=boxes)
+        inst = np.stack(masks) if masks else np.zeros((0, h, w), bool)
         semantic = self._paint(inst, cls, crowd_a, anns)
-        return Sample(iid, h, w, self.vocabulary, image=image,
-                      boxes=Boxes.from_xywh(np.asarray(xywh, np.float64).reshape(-1, 4), cls, crowd=crowd_a, record=rec),
+        return Sample(iid, h, w, self.vocabulary, image=image, boxes=boxes,
                       semantic=SemanticMask(semantic, record=rec),
                       instances=InstanceMasks(inst, cls, crowd=crowd_a, record=rec))
 
@@ -167,7 +183,8 @@ class COCOSource:
         mask = _mask_api()
         if isinstance(seg, list):
             if not seg:
-                raise SourceError(f"{rec}: empty segmentation")
+                raise SourceError(f"{rec}: empty segmentation; expected polygons or an RLE dict (a detection-only "
+                                  f"file converts with masks='none' / --masks none: the bbox fields alone)")
             for k, poly in enumerate(seg):
                 if not isinstance(poly, list) or len(poly) % 2 or len(poly) < 6:
                     n = len(poly) if isinstance(poly, list) else type(poly).__name__
@@ -182,6 +199,9 @@ class COCOSource:
                 raise SourceError(f"{rec}: RLE size {seg['size']}; the image is {h}x{w} (h x w)")
             rle = mask.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else \
                 {"size": seg["size"], "counts": seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"]}
+        elif seg is None:
+            raise SourceError(f"{rec}: no segmentation; expected polygons or an RLE dict (a detection-only "
+                              f"file converts with masks='none' / --masks none: the bbox fields alone)")
         else:
             raise SourceError(f"{rec}: segmentation {type(seg).__name__}; expected polygons or an RLE dict")
         try:

@@ -10,13 +10,24 @@ Image and mask columns are read as encoded bytes (``Image(decode=False)``) and
 decoded here, so palette masks keep their indices. Class names come, in order,
 from the ``class_names`` option, a ``vocabulary.json`` beside local data, or a
 ``ClassLabel`` feature (the ``classes_column`` option names it when the
-dataset has several); whichever it is, ``Vocabulary.from_names`` decides which
-class is background, as for the VOC reader's ``class_names.txt``.
+dataset has several; a multi-label ``Sequence(ClassLabel)`` / ``List(ClassLabel)``
+column gives its inner ``ClassLabel``'s names, and is used without the option
+when no plain ``ClassLabel`` column exists); whichever it is,
+``Vocabulary.from_names`` decides which class is background, as for the VOC
+reader's ``class_names.txt``.
+
+Image ids: the ``id_column`` option, else an ``image_id`` column, else the stem
+of each image's file path (``train/2007_000032.jpg`` -> ``2007_000032``, as
+imagefolder and datasets built from files keep it), so outputs map back to the
+files; when a row has no path (bytes only) or two stems are equal, every id is
+``{split}_{index:06d}`` instead (``train_000000``, ...).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +36,9 @@ import numpy as np
 from weaklabels.errors import MissingDependencyError, MissingFileError, SourceError
 from weaklabels.sources.files import check_image, check_size, open_image, read_label_png
 from weaklabels.types import ImageRef, InstanceMasks, Sample, SemanticMask, Vocabulary
+
+
+log = logging.getLogger(__name__)
 
 
 def _datasets():
@@ -70,6 +84,16 @@ def _load_unchecked(root: str, split: str):
     return d
 
 
+def _class_label(feature):
+    """The ``ClassLabel`` of a column: the feature itself, or the inner one of a multi-label
+    ``Sequence(ClassLabel)`` / ``List(ClassLabel)`` / ``[ClassLabel]``; ``None`` otherwise."""
+    ds_lib = _datasets()
+    if isinstance(feature, ds_lib.ClassLabel):
+        return feature
+    inner = feature[0] if isinstance(feature, list) and len(feature) == 1 else getattr(feature, "feature", None)
+    return inner if isinstance(inner, ds_lib.ClassLabel) else None
+
+
 def _split_files(folder: Path, split: str) -> list[Path]:
     """Parquet files of ``split`` in ``folder``: ``split.parquet``, shards ``split-NNNNN-of-NNNNN.parquet``
     or ``split-N.parquet``, or ``split/*.parquet``; a folder with no split names holds ``train``
@@ -111,6 +135,29 @@ class HFSource:
                 ds = ds.cast_column(col, ds_lib.Image(decode=False))
         self.ds = ds
         self.vocabulary = vocabulary or self._vocabulary(ds, class_names, classes_column)
+        self._ids = None if id_column is not None else self._path_ids()
+
+    def _path_ids(self) -> list[str] | None:
+        """Ids from the image files' name stems, or ``None`` (index ids) when a row has no path or
+        two stems are equal (see the module docstring)."""
+        import pyarrow.compute as pc
+
+        col = self.image_column
+        if col is None or not isinstance(self.ds.features[col], _datasets().Image):
+            return None
+        # Only the path field is read into Python: the image bytes stay in (memory-mapped) Arrow.
+        table = self.ds.select_columns([col]).with_format("arrow")[:]
+        paths = pc.struct_field(table.column(col), "path").to_pylist()
+        if not paths or not all(isinstance(p, str) and p for p in paths):
+            return None
+        ids = [Path(p.replace("\\", "/")).stem for p in paths]
+        counts = Counter(ids)
+        if len(counts) < len(ids) or not all(ids):
+            twice = next((p for p, i in zip(paths, ids) if counts[i] > 1 or not i), "")
+            log.warning("%s split %r: image file names repeat (e.g. %s); ids are %s_000000, ... instead of "
+                        "the names", self.root, self.split, twice, self.split)
+            return None
+        return ids
 
     def _vocabulary(self, ds, class_names, classes_column) -> Vocabulary:
         ds_lib = _datasets()
@@ -123,11 +170,15 @@ class HFSource:
             if cand.is_file():
                 return Vocabulary.load(cand)
         labels = {c: f for c, f in ds.features.items() if isinstance(f, ds_lib.ClassLabel)}
+        multi = {c: _class_label(f) for c, f in ds.features.items() if c not in labels and _class_label(f)}
         if classes_column is not None:
-            if classes_column not in labels:
-                raise SourceError(f"{self.root}: column {classes_column!r} is not a ClassLabel; "
-                                  f"ClassLabel columns: {', '.join(labels) or 'none'}")
-            labels = {classes_column: labels[classes_column]}
+            if classes_column not in labels and classes_column not in multi:
+                found = list(labels) + [f"{c} (Sequence(ClassLabel))" for c in multi]
+                raise SourceError(f"{self.root}: column {classes_column!r} is not a ClassLabel or "
+                                  f"Sequence(ClassLabel); ClassLabel columns: {', '.join(found) or 'none'}")
+            labels = {classes_column: labels[classes_column] if classes_column in labels else multi[classes_column]}
+        elif not labels:  # plain ClassLabel columns first: a multi-label column only when there are none
+            labels = multi
         if len(labels) == 1:
             return Vocabulary.from_names(next(iter(labels.values())).names)
         raise SourceError(
@@ -141,11 +192,15 @@ class HFSource:
     def image_id(self, index: int) -> str:
         if self.id_column is not None:
             return str(self.ds[index:index + 1][self.id_column][0])
+        if self._ids is not None:
+            return self._ids[index]
         return f"{self.split}_{index:06d}"
 
     def describe(self) -> dict:
-        return {"reader": "hf", "root": self.root, "split": self.split,
-                "image_column": self.image_column, "mask_column": self.mask_column}
+        d = {"reader": "hf", "root": self.root, "split": self.split,
+             "image_column": self.image_column, "mask_column": self.mask_column}
+        # only when used: the fingerprints of conversions with index ids stay the same
+        return d if self._ids is None else {**d, "ids": "image file name"}
 
     def inputs(self) -> list[Path]:
         # a hub id is not a local path: its cache belongs to datasets, not to any --out

@@ -7,7 +7,8 @@ Layouts understood (``root`` may be the devkit, ``VOCdevkit`` or ``VOC2012``):
 * ``SegmentationClass/{id}.png``               palette PNG class indices, 255 = void
 * ``SegmentationClassAug/{id}.png``            the SBD augmented masks (train_aug)
 * ``SegmentationObject/{id}.png``              palette PNG instance ids, 255 = void
-* ``Annotations/{id}.xml``                     boxes with difficult / truncated flags
+* ``Annotations/{id}.xml``                     boxes with difficult / truncated flags (and the
+  ``<ignore>`` boxes ``--format voc`` writes, read as ``crowd``)
 * ``ImageSets/Segmentation/{split}.txt``       split lists (also ``ImageSets/SegmentationAug``
   and ``ImageSets/{split}.txt``, as the shared SBD sample uses)
 * ``class_names.txt``                          optional vocabulary (labelme's converter
@@ -54,6 +55,21 @@ def read_class_names(path: Path) -> Vocabulary:
         raise SourceError(f"{path}: {err}") from err
 
 
+def _check_unique_ids(path: Path, lines: list[tuple[int, str]]) -> None:
+    """An id listed twice is refused, as the COCO reader refuses a repeated image id and
+    ``--format voc`` a repeated output id: repeats usually mean lists joined by mistake, which
+    reading each id once would hide."""
+    seen: dict[str, list[int]] = {}
+    for k, iid in lines:
+        seen.setdefault(iid, []).append(k)
+    repeated = {i: ks for i, ks in seen.items() if len(ks) > 1}
+    if repeated:
+        first, where = next(iter(repeated.items()))
+        raise SourceError(f"{path}: image id {first!r} is listed {len(where)} times (lines "
+                          f"{', '.join(map(str, where[:5]))}{', ...' if len(where) > 5 else ''}); "
+                          f"{len(repeated):,} id(s) are listed more than once; expected each id once")
+
+
 class VOCSource:
     """Lazy PASCAL VOC reader. ``source[i]`` decodes item ``i`` only."""
 
@@ -97,8 +113,9 @@ class VOCSource:
         for d in _SPLIT_DIRS:
             f = self.devkit / d / f"{split}.txt"
             if f.is_file():
-                ids = [ln.split()[0] for ln in f.read_text().splitlines() if ln.strip()]
-                return list(dict.fromkeys(ids))
+                lines = [(k, ln.split()[0]) for k, ln in enumerate(f.read_text().splitlines(), 1) if ln.strip()]
+                _check_unique_ids(f, lines)
+                return [i for _, i in lines]
         found = sorted({p.stem for d in _SPLIT_DIRS if (self.devkit / d).is_dir()
                         for p in (self.devkit / d).glob("*.txt")})
         raise MissingFileError(
@@ -211,7 +228,8 @@ def _clip_boxes(boxes: Boxes, size: tuple[int, int], path: Path, rec: str) -> tu
 
 
 def read_voc_boxes(path: Path, vocabulary: Vocabulary, rec: str) -> tuple[Boxes, tuple[int, int] | None]:
-    """Boxes of a VOC XML file (1-based inclusive -> pixel edges) and its ``<size>`` (h, w) if given."""
+    """Boxes of a VOC XML file (1-based inclusive -> pixel edges) and its ``<size>`` (h, w) if given.
+    ``<ignore>`` elements (written by ``--format voc`` for ignore boxes) are read as ``crowd`` boxes."""
     root = parse_xml(path, rec)
     size = None
     s = root.find("size")
@@ -220,23 +238,26 @@ def read_voc_boxes(path: Path, vocabulary: Vocabulary, rec: str) -> tuple[Boxes,
             size = (int(float(s.findtext("height"))), int(float(s.findtext("width"))))
         except ValueError as err:
             raise SourceError(f"{rec}: {path}: bad <size>: {err}") from err
-    coords, classes, diff, trunc = [], [], [], []
-    for k, o in enumerate(root.iter("object")):
+    coords, classes, diff, trunc, crowd = [], [], [], [], []
+    # <ignore> (a child of <annotation>) is the ignore box --format voc writes: not a VOC object
+    ignores = {id(e) for e in root if e.tag == "ignore"}
+    for k, o in enumerate(e for e in root.iter() if e.tag == "object" or id(e) in ignores):
         name = (o.findtext("name") or "").strip()
         try:
             classes.append(vocabulary.index(name))
         except SchemaError as err:
-            raise SourceError(f"{rec}: {path} object {k}: {err}") from err
+            raise SourceError(f"{rec}: {path} {o.tag} {k}: {err}") from err
         bb = o.find("bndbox")
         try:
             coords.append([float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax")])
         except (AttributeError, TypeError, ValueError) as err:
-            raise SourceError(f"{rec}: {path} object {k}: <bndbox> needs numeric xmin ymin xmax ymax") from err
+            raise SourceError(f"{rec}: {path} {o.tag} {k}: <bndbox> needs numeric xmin ymin xmax ymax") from err
         diff.append((o.findtext("difficult") or "0").strip() == "1")
         trunc.append((o.findtext("truncated") or "0").strip() == "1")
+        crowd.append(o.tag == "ignore")
     try:
         b = Boxes.from_voc_inclusive(np.asarray(coords, np.float64).reshape(-1, 4), classes,
-                                     difficult=diff, truncated=trunc, record=rec)
+                                     difficult=diff, truncated=trunc, crowd=crowd, record=rec)
     except SchemaError as err:
         raise SourceError(f"{path}: {err}") from err
     return b, size

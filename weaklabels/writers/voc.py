@@ -4,26 +4,43 @@
 * ``WeakLabels/{id}.png``         palette PNG weak label map
 * ``Regions/{id}.png``            16-bit region ids (when computed)
 * ``SegmentationClass/{id}.png``  full mask (evaluation splits only)
+* ``Annotations/{id}.xml``        boxes (``--to boxes``): PASCAL VOC XML, one ``<object>`` per box
+  with ``name``, ``pose``, ``truncated``, ``difficult`` and ``bndbox`` (VOC's 1-based inclusive
+  pixels: ``xmin = x0 + 1``, ``xmax = x1``, so ``read_voc_boxes`` gives back the same pixel-edge
+  boxes; fractional COCO boxes are written as decimals, not rounded). Ignore boxes (``crowd``:
+  COCO crowd, void, objects under ``--min-area``) are ``<ignore>`` elements of the same form:
+  standard VOC tools skip them, weaklabels' reader reads them back as ``crowd`` boxes, and
+  ``WeakLabels/`` marks them ignore (255)
 * ``{split}.txt``                 one line per image: ``image label [regions]``, paths
   relative to the output folder (SPML's training list)
 * ``{split}_gt.txt``              evaluation splits: ``image gt`` per line (SPML's evaluation list)
+* ``{split}_tags.json``           every kind: each image's tags (the ``tags`` column of the hf
+  format), ``{"image_id": ["class name", ...], ...}`` in list order, names as in ``vocabulary.json``
+  (a JSON file rather than a list column: COCO names hold spaces)
 
 In masks-only datasets there is no image: lines then start with ``-``.
+
+Points and scribbles are stored only as their ``WeakLabels/`` PNG, the pixels they label: a
+point's sub-pixel position and a scribble's vertices and width are not kept (the hf format keeps
+them). Tags and boxes are whole: their PNG labels nothing (tags) or only background / candidate /
+ignore pixels (boxes), the classes are in ``{split}_tags.json`` and ``Annotations/``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
 from weaklabels.errors import SchemaError, UnsafePathError
-from weaklabels.types import Vocabulary
+from weaklabels.types import Sample, Vocabulary
 from weaklabels.writers.base import Converted
 from weaklabels.writers.png import encode_label_png, encode_regions_png
 
-_DIRS = ("JPEGImages", "WeakLabels", "Regions", "SegmentationClass")
+_DIRS = ("JPEGImages", "WeakLabels", "Regions", "SegmentationClass", "Annotations")
 
 
 def _check_unique(split: str, lists: list[Path]) -> None:
@@ -33,6 +50,37 @@ def _check_unique(split: str, lists: list[Path]) -> None:
     if dup:
         raise SchemaError(f"split {split!r}: image ids {dup[:5]}{' ...' if len(dup) > 5 else ''} occur more than "
                           f"once; --format voc names files by image id, so ids must be unique")
+
+
+def _coord(v: float) -> str:
+    # Integers as VOC writes them; other values exactly (repr round-trips a float), not rounded.
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def voc_xml(sample: Sample, image: str | None) -> bytes:
+    """``sample``'s boxes as a PASCAL VOC annotation file (see the module docstring); ``image``:
+    the image's path in the output, or ``None`` in masks-only datasets."""
+    names = sample.vocabulary.names
+    root = ET.Element("annotation")
+    if image is not None:
+        ET.SubElement(root, "folder").text = "JPEGImages"
+        ET.SubElement(root, "filename").text = Path(image).name
+    size = ET.SubElement(root, "size")
+    for tag, v in (("width", sample.width), ("height", sample.height), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(v)
+    b = sample.boxes
+    for (x0, y0, x1, y1), c, d, t, cr in zip(b.xyxy.tolist(), b.classes.tolist(), b.difficult.tolist(),
+                                             b.truncated.tolist(), b.crowd.tolist()):
+        o = ET.SubElement(root, "ignore" if cr else "object")
+        ET.SubElement(o, "name").text = names[c]
+        ET.SubElement(o, "pose").text = "Unspecified"  # VOC's devkit evaluation reads it
+        ET.SubElement(o, "truncated").text = str(int(t))
+        ET.SubElement(o, "difficult").text = str(int(d))
+        bb = ET.SubElement(o, "bndbox")
+        for tag, v in (("xmin", x0 + 1), ("ymin", y0 + 1), ("xmax", x1), ("ymax", y1)):
+            ET.SubElement(bb, tag).text = _coord(v)
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=False) + b"\n"
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -46,6 +94,13 @@ class VOCWriter:
 
     def __init__(self, vocabulary: Vocabulary, kind: str):
         self.vocabulary, self.kind = vocabulary, kind
+        # A box's class travels as the <name> text of its XML, which VOC readers (ours included) strip
+        # and which cannot hold control characters: refuse a name that would not come back as written.
+        bad = [n for n in vocabulary.names if n != n.strip() or not n.isprintable()] if kind == "boxes" else []
+        if bad:
+            raise SchemaError(f"class names {bad[:3]}: --format voc writes each box's class as the <name> "
+                              f"of a VOC XML object; expected names without leading or trailing spaces or "
+                              f"control characters (the hf format keeps any name)")
 
     @staticmethod
     def _list(partial: Path, split: str, shard: int) -> Path:
@@ -69,7 +124,8 @@ class VOCWriter:
         palette = self.vocabulary.palette()
         for d in _DIRS + ("lists",):
             (partial / d).mkdir(parents=True, exist_ok=True)
-        lines, gt_lines = [], []
+        lines, gt_lines, tags = [], [], {}
+        names = self.vocabulary.names
         for it in items:
             s = it.sample
             image = "-"
@@ -87,7 +143,12 @@ class VOCWriter:
                 gt = f"SegmentationClass/{s.image_id}.png"
                 _write(partial / gt, encode_label_png(it.gt, palette))
                 gt_lines.append(f"{image} {gt}")
+            if self.kind == "boxes" and s.boxes is not None:
+                _write(partial / "Annotations" / f"{s.image_id}.xml", voc_xml(s, None if image == "-" else image))
+            tags[s.image_id] = [] if s.tags is None else [names[c] for c in s.tags.classes.tolist()]
             lines.append(" ".join(parts))
+        # before the list file: shard_done() takes that file for the whole shard
+        _write(self._list(partial, split + "_tags", shard).with_suffix(".json"), json.dumps(tags).encode())
         if gt_lines:
             _write(self._list(partial, split + "_gt", shard), ("\n".join(gt_lines) + "\n").encode())
         _write(self._list(partial, split, shard), ("\n".join(lines) + "\n" if lines else "").encode())
@@ -110,6 +171,12 @@ class VOCWriter:
                 with open(out / f"{name}.txt", "w") as dst:
                     for p in parts:
                         dst.write(p.read_text())
+            tags: dict = {}
+            for p in sorted((partial / "lists").glob(f"{split}_tags-[0-9]*.json")):
+                tags.update(json.loads(p.read_text()))
+            # one image per line: readable, and a line-oriented diff / grep finds an image
+            body = ",\n".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in tags.items())
+            (out / f"{split}_tags.json").write_text("{\n" + body + ("\n" if body else "") + "}\n")
             result[split] = f"{split}.txt"
         shutil.rmtree(partial / "lists", ignore_errors=True)
         return result

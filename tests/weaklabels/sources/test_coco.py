@@ -322,3 +322,39 @@ def test_malformed_records_name_the_file_and_record(tmp_path, images, categories
     with pytest.raises(SourceError, match=message) as err:
         read_coco(path)
     assert str(path) in str(err.value)
+
+
+# --------------------------------------------------------------------------- detection-only files
+
+
+def _det(id_, image_id, category_id, bbox, iscrowd=0):
+    return {"id": id_, "image_id": image_id, "category_id": category_id, "bbox": list(bbox), "iscrowd": iscrowd}
+
+
+def test_detection_only_file_reads_its_boxes_without_masks(make_coco):
+    """bbox and no segmentation (auto), as VOC's masks='none' reads XML boxes: boxes, crowd ones as
+    ignore boxes, no mask; the boxes protocol then gives them as they are, tags from them."""
+    from weaklabels.synth import synthesize
+
+    path, root = make_coco([_image(1), _image(2)], [_det(1, 1, 7, (1.5, 2, 3, 4)), _det(2, 1, 3, (0, 0, 12, 10), 1),
+                                                    _det(3, 2, 90, (2, 2, 2, 2))])
+    src = read_coco(path, root)
+    assert not src.with_masks and src.describe()["masks"] == "none"
+    s = src[0]
+    assert s.semantic is None and s.instances is None and s.image is not None
+    assert s.boxes.xyxy.tolist() == [[1.5, 2, 4.5, 6], [0, 0, 12, 10]]
+    assert s.boxes.classes.tolist() == [2, 1] and s.boxes.crowd.tolist() == [False, True]
+    weak = synthesize(s, "boxes")
+    assert weak.boxes.xyxy.tolist() == s.boxes.xyxy.tolist() and weak.tags.classes.tolist() == [2]
+
+
+def test_masks_none_ignores_segmentations(make_coco):
+    path, root = make_coco([_image(1)], [_ann(1, 1, 3, [_square(0, 0, 3, 3)], bbox=(0, 0, 3, 3)),
+                                         _ann(2, 1, 7, None, bbox=(4, 4, 2, 2))])
+    with pytest.raises(SourceError, match="annotation 2: no segmentation.*masks='none'"):
+        read_coco(path, root)[0]  # some annotations have masks: auto decodes them, and this one has none
+    s = read_coco(path, root, masks="none")[0]
+    assert s.semantic is None and s.boxes.classes.tolist() == [1, 2]
+    assert "masks" not in read_coco(path, root).describe()  # mask conversions keep their fingerprint
+    with pytest.raises(SourceError, match="masks='SegmentationClass'; expected auto or none"):
+        read_coco(path, root, masks="SegmentationClass")

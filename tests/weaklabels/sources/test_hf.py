@@ -307,3 +307,58 @@ def test_background_aliases_are_background_from_every_vocabulary_path(tmp_path, 
     by_classlabel = read_hf(labelled, "train").vocabulary
     assert by_option == by_classlabel
     assert by_option.background == 0 and by_option.names == ("background", "cat", "dog")
+
+
+# --------------------------------------------------------------------------- multi-label classes, file-name ids
+
+
+def test_sequence_classlabel_column_gives_the_class_names(tmp_path, kit):
+    """The common multi-label layout, a Sequence(ClassLabel) column: its inner ClassLabel's names."""
+    ds = _dataset(kit, classlabel=False).add_column("labels", [[1], [1, 2], []])
+    ds = ds.cast_column("labels", datasets.Sequence(datasets.ClassLabel(names=["_background_", "cat", "dog"])))
+    path = tmp_path / "one.parquet"
+    ds.to_parquet(str(path))
+    for src in (read_hf(path, "train", classes_column="labels"), read_hf(path, "train")):
+        assert src.vocabulary.names == tuple(NAMES) and src.vocabulary.background == 0
+        _check_rows(src)
+    # a plain ClassLabel column still wins without the option; the option picks either
+    both = ds.add_column("scene", [0, 1, 0]).cast_column("scene", datasets.ClassLabel(names=["x", "y"]))
+    both.to_parquet(str(tmp_path / "both.parquet"))
+    assert read_hf(tmp_path / "both.parquet", "train").vocabulary.names == ("x", "y")
+    assert read_hf(tmp_path / "both.parquet", "train", classes_column="labels").vocabulary.names == tuple(NAMES)
+    with pytest.raises(SourceError, match=r"'image_id' is not a ClassLabel.*scene, labels \(Sequence"):
+        read_hf(tmp_path / "both.parquet", "train", classes_column="image_id")
+
+
+def _imagefolder(tmp_path, kit, names):
+    """An imagefolder without an id column: images ``names[i]`` (paths under train/)."""
+    folder = tmp_path / "imf" / "train"
+    meta = []
+    for i, name in enumerate(names):
+        cls, _ = _masks(i)
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(kit.jpeg(H, W, seed=i))
+        (folder / f"mask{i}.png").write_bytes(kit.png(cls))
+        meta.append({"file_name": name, "mask_file_name": f"mask{i}.png"})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
+    return tmp_path / "imf"
+
+
+def test_ids_are_image_file_name_stems_when_there_is_no_id_column(tmp_path, kit):
+    root = _imagefolder(tmp_path, kit, ["im0.jpg", "im1.jpg", "im2.jpg"])
+    src = read_hf(root, "train", mask_column="mask", class_names=NAMES)
+    assert [src.image_id(i) for i in range(3)] == ["im0", "im1", "im2"]
+    _check_rows(src)
+    assert src.describe()["ids"] == "image file name"  # in the fingerprint: other ids, other output
+
+
+def test_ids_fall_back_to_the_index_when_file_names_repeat_or_are_missing(tmp_path, kit, caplog):
+    root = _imagefolder(tmp_path, kit, ["a/im.jpg", "b/im.jpg", "c/other.jpg"])
+    with caplog.at_level("WARNING"):
+        src = read_hf(root, "train", mask_column="mask", class_names=NAMES)
+    assert [src.image_id(i) for i in range(3)] == ["train_000000", "train_000001", "train_000002"]
+    assert "im.jpg" in caplog.text and "repeat" in caplog.text
+    assert src[0].image_id == "train_000000" and "ids" not in src.describe()
+    path = tmp_path / "bytes.parquet"  # image bytes without a path
+    _dataset(kit).remove_columns(["image_id"]).to_parquet(str(path))
+    assert read_hf(path, "val").image_id(2) == "val_000002"

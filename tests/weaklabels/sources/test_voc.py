@@ -314,3 +314,13 @@ def test_bad_xml_beside_a_mask_costs_only_the_boxes(make_devkit, kit):
     assert "a.xml" in s.notes[0] and "unicorn" in s.notes[0]
     with pytest.raises(SourceError, match=r"b\.xml object 0"):  # no mask: the XML is all there is
         read_voc(make_devkit({"b": {"image": (6, 8), "xml": xml}}))[0]
+
+
+def test_repeated_ids_in_a_split_file_are_refused(make_devkit):
+    """As the COCO reader refuses a repeated image id: the message names the file, the first
+    repeated id, its lines and how many ids repeat."""
+    m = np.zeros((4, 4), np.uint8)
+    root = make_devkit({"a": {"mask": m}, "b": {"mask": m}}, splits={"dup": ["a", "b", "a", "b", "b"]})
+    with pytest.raises(SourceError, match=r"dup.txt: image id 'a' is listed 2 times \(lines 1, 3\); "
+                                          r"2 id\(s\) are listed more than once; expected each id once"):
+        read_voc(root, "dup")
