@@ -40,6 +40,9 @@ class CAMConfig:
     lr: float = 0.01
     alpha: float = 6.0          # background score (1 - max CAM) ** alpha
     threshold: float = 0.2      # tags: a pixel is labelled when its best score exceeds this
+    # CAMs of the image and its flip at these scales, summed (PSA / SEAM's on VOC); toy scenes are
+    # about a quarter of a VOC image's side, so the toy recipes scale up further
+    scales: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
     dir: str = ""               # externally computed CAMs: {image_id}.npy (C_fg, H, W) per image
 
 
@@ -60,6 +63,10 @@ class DataConfig:
     batch_size: int = 16
     workers: int = 2
     full_supervision: bool = False  # train on `gt` instead of the weak label (the fully supervised bound)
+    # boxes: in-box pixels without a CAM label stay unlabelled, as in SPML.md section 6; true: they
+    # enter C as the candidate set {box classes, background} (weaklabels.segsets' set form), which
+    # measured worse on the toy scenes (BENCHMARKS.md, "Toy training")
+    box_candidates: bool = False
     cam: CAMConfig = field(default_factory=CAMConfig)
 
 
@@ -265,6 +272,7 @@ def validate(cfg: Any) -> None:
     need(e.retrieval_k >= 1, "eval.retrieval_k", "at least 1 neighbour")
     need(e.retrieval_grid >= 1, "eval.retrieval_grid", "at least 1")
     need(d.cam.iterations >= 1 and d.cam.lr > 0, "data.cam.iterations", "at least 1 (with a positive data.cam.lr)")
+    need(len(d.cam.scales) >= 1 and all(v > 0 for v in d.cam.scales), "data.cam.scales", "one or more positive scales")
     if problems:
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
 

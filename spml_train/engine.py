@@ -80,7 +80,7 @@ def train_step(model, batch: dict, cfg, vocab: Vocabulary, bank: MemoryBank, dev
     valid = label != vocab.ignore
     cluster = spherical_kmeans(emb.detach(), valid, grid=cfg.segments.grid, iters=cfg.segments.iterations)
     cand = None
-    if cfg.data.kind == "boxes" and not cfg.data.full_supervision:
+    if cfg.data.kind == "boxes" and cfg.data.box_candidates and not cfg.data.full_supervision:
         stride = batch["label"].shape[-1] / w
         cand = data_mod.candidate_grid(batch["boxes"], C, vocab.background, h, w, stride).to(device)
     mem_protos, memory = bank.get()

@@ -47,7 +47,7 @@ from spml_train.evaluate import evaluate, iou_table
 
 log = logging.getLogger(__name__)
 
-KEY_VERSION = 3  # bump when a stage's output changes for the same configuration
+KEY_VERSION = 4  # bump when a stage's output changes for the same configuration
 
 
 @dataclass(frozen=True)
@@ -236,7 +236,9 @@ def _check_data(cfg, train_ds, val_ds) -> None:
 
 def _run_cam(r: _Run) -> Stage:
     """CAM labels for C (tags, boxes), on rank 0 while the other ranks wait."""
-    cam = r.stages.open("cam", {**_key_section(r.cfg, "data", "model.backbone", "model.weights", "run.seed"),
+    # the CAM classifier and labels never see how stage 1 uses boxes
+    cam = r.stages.open("cam", {**_key_section(r.cfg, "data", "model.backbone", "model.weights", "run.seed",
+                                               drop=("data.box_candidates",)),
                                "train_data": r.weak_ds.fingerprint()}, [])
     if r.main and not cam.done:
         r.stages.finish(cam, _cam_stage(r.cfg, r.weak_ds, r.train_dir, cam.dir, r.device))
@@ -342,7 +344,8 @@ def _cam_stage(cfg, weak_ds, train_dir: Path, out: Path, device: torch.device) -
         log.info("CAM classifier: BCE %.3f -> %.3f", losses[0], losses[-1])
         torch.save(net.state_dict(), out / "classifier.pt")
     summary = cam_labels(net, train_dir, cfg.data.train_split, out / "data", vocab, device, kind=cfg.data.kind,
-                         alpha=c.alpha, threshold=c.threshold, cam_dir=cam_dir, progress=cfg.run.progress)
+                         alpha=c.alpha, threshold=c.threshold, cam_dir=cam_dir, scales=list(c.scales),
+                         progress=cfg.run.progress)
     return {**summary, "bce": losses[::max(len(losses) // 10, 1)]}
 
 
@@ -413,7 +416,7 @@ def _pseudo_stage(cfg, model, scorer, cam_model, source: str, train_dir: Path, o
             cams = torch.from_numpy(np.load(Path(cfg.data.cam.dir) / f"{row['image_id']}.npy"))
         lab = pseudo_label(net, normalize(rgb).to(device), rgb, present, params, num_classes=C,
                            background=vocab.background, cam_model=cam_model, foreground=list(vocab.foreground),
-                           cams=cams, allowed=allowed, flip_perm=perm)
+                           cams=cams, allowed=allowed, flip_perm=perm, cam_scales=list(cfg.data.cam.scales))
         lab[weak == vocab.ignore] = vocab.ignore  # what the weak label ignores (crowd, void) stays ignored
         return lab
 

@@ -6,8 +6,9 @@ CAMs of a classifier trained on image tags:
 * a multi-label classifier: the dilated ResNet, global average pooling and a
   1 x 1 convolution per foreground class, trained with binary cross-entropy on
   the tags of the full (uncropped) annotation;
-* CAMs: ReLU of the class convolution on the last features, averaged over the
-  image and its flip, upsampled to the image, each class normalised by its
+* CAMs: ReLU of the class convolution on the last features, summed over the
+  image and its flip at several scales (``data.cam.scales``; PSA / SEAM use
+  0.5, 1, 1.5, 2 on VOC), upsampled to the image, each class normalised by its
   maximum, classes absent from the tags zeroed; background score
   ``(1 - max CAM) ** alpha`` (alpha 6);
 * tags: a pixel whose best score (background included) is above
@@ -85,14 +86,20 @@ def train_classifier(model: CAMNet, batches, foreground: list[int], iterations: 
 
 
 @torch.no_grad()
-def image_cams(model: CAMNet, image: torch.Tensor) -> torch.Tensor:
-    """Normalised CAMs ``(K, H, W)`` in 0..1 of one image ``(3, H, W)``, averaged with its flip."""
+def image_cams(model: CAMNet, image: torch.Tensor, scales=(1.0,)) -> torch.Tensor:
+    """Normalised CAMs ``(K, H, W)`` in 0..1 of one image ``(3, H, W)``: the ReLU'd class maps of
+    the image and its flip at each of ``scales``, upsampled to the image and summed, each class
+    divided by its maximum. Larger scales give finer maps (the classifier's stride is 8)."""
     model.eval()
-    x = torch.stack([image, image.flip(-1)])
-    c = F.relu(model.cams(x))
-    c = (c[0] + c[1].flip(-1)) / 2
-    c = F.interpolate(c[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
-    return c / c.flatten(1).amax(1).clamp(min=1e-5)[:, None, None]
+    H, W = image.shape[-2:]
+    total = None
+    for s in scales:
+        x = image[None] if s == 1 else F.interpolate(image[None], scale_factor=float(s), mode="bilinear",
+                                                     align_corners=False)
+        c = F.relu(model.cams(torch.cat([x, x.flip(-1)])).float())
+        c = F.interpolate(c[:1] + c[1:].flip(-1), size=(H, W), mode="bilinear", align_corners=False)[0]
+        total = c if total is None else total + c
+    return total / total.flatten(1).amax(1).clamp(min=1e-5)[:, None, None]
 
 
 def labels_from_cams(cams: np.ndarray, foreground: list[int], tags: list[int], weak: np.ndarray,
@@ -125,7 +132,7 @@ def labels_from_cams(cams: np.ndarray, foreground: list[int], tags: list[int], w
 
 def cam_labels(model: CAMNet, src: Path, split: str, dst: Path, vocabulary, device: torch.device,
                *, kind: str, alpha: float = 6.0, threshold: float = 0.2, cam_dir: Path | None = None,
-               progress: bool = True) -> dict:
+               scales=(1.0,), progress: bool = True) -> dict:
     """Write ``src``'s ``split`` again into ``dst`` with CAM-derived ``weak_label`` maps; returns the
     summary of ``relabel_split`` (with the labels' mIoU where the split carries ``gt``)."""
     from spml_train.data import normalize
@@ -143,12 +150,13 @@ def cam_labels(model: CAMNet, src: Path, split: str, dst: Path, vocabulary, devi
                 raise ValueError(f"{path}: CAMs of shape {cams.shape}, expected {(len(fg), *weak.shape)} "
                                  f"(foreground classes, height, width)")
         else:
-            cams = image_cams(model, normalize(rgb).to(device)).cpu().numpy()
+            cams = image_cams(model, normalize(rgb).to(device), scales).cpu().numpy()
         boxes = [b for b in row["boxes"] if not b["crowd"]] if kind == "boxes" else []
         return labels_from_cams(cams, fg, row["tags"], weak, boxes, unlabelled=vocabulary.unlabelled,
                                 background=vocabulary.background, alpha=alpha, threshold=threshold)
 
     return relabel_split(src, split, dst, vocabulary, label,
                          {"stage": "cam", "source": str(src), "split": split, "kind": kind, "alpha": alpha,
-                          "threshold": threshold, "external": str(cam_dir) if cam_dir else None},
+                          "threshold": threshold, "scales": list(scales),
+                          "external": str(cam_dir) if cam_dir else None},
                          progress=progress, desc="cam labels")

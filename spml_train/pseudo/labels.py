@@ -105,7 +105,7 @@ def _views(model, image: torch.Tensor) -> tuple[dict, dict]:
 def pseudo_label(model, image: torch.Tensor, rgb: np.ndarray, present: list[int], params: PseudoParams, *,
                  num_classes: int, background: int | None, cam_model=None, foreground: list[int] | None = None,
                  cams: torch.Tensor | None = None, allowed: np.ndarray | None = None,
-                 flip_perm: torch.Tensor | None = None) -> np.ndarray:
+                 flip_perm: torch.Tensor | None = None, cam_scales=(1.0,)) -> np.ndarray:
     """The dense pseudo label ``(H, W)`` uint8 of one image.
 
     image: ``(3, H, W)`` normalised, on the model's device; rgb: ``(H, W, 3)`` uint8;
@@ -125,10 +125,9 @@ def pseudo_label(model, image: torch.Tensor, rgb: np.ndarray, present: list[int]
         if cams is not None:
             c = F.interpolate(cams[None].float().to(image.device).clamp(min=0), size=grid, mode="area")
         else:
-            cam_model.eval()
-            c = F.relu(cam_model.cams(torch.stack([image, image.flip(-1)])).float())
-            c = (c[:1] + c[1:].flip(-1)) / 2
-            c = F.interpolate(c, size=grid, mode="bilinear", align_corners=False)
+            from spml_train.pseudo.cam import image_cams  # the CAM stage's maps, same scales
+
+            c = F.interpolate(image_cams(cam_model, image, cam_scales)[None], size=grid, mode="area")
         c = c / c.flatten(2).amax(2).clamp(min=1e-5)[:, :, None, None]
         scores = torch.zeros(1, num_classes, *grid, device=image.device)
         scores[:, foreground] = c

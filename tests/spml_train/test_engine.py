@@ -289,3 +289,31 @@ def test_ctrl_c_finishes_the_step_and_saves_a_checkpoint(tmp_path, monkeypatch):
     pipeline.run(_small("toy_scribbles", cut, *more), cut)
     a, b = _weights(full), _weights(cut)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("candidates", [False, True])
+def test_box_candidate_sets_enter_c_only_when_asked(monkeypatch, candidates):
+    """SPML.md section 6: inside a box, pixels without a CAM label stay unlabelled (out of C);
+    data.box_candidates=true gives them the set {box class, background} in C instead."""
+    from spml_train.model import build_model
+    from spml_train.segments import MemoryBank
+
+    cfg = _cfg("recipe=toy_boxes", f"data.box_candidates={candidates}")
+    vocab = Vocabulary(["background", "a"])
+    U = vocab.unlabelled
+    label = torch.zeros(1, 32, 32, dtype=torch.long)
+    label[0, 8:24, 8:24] = U             # the box: no CAM label ...
+    label[0, 12:20, 12:20] = 1           # ... but its core
+    batch = {"image": torch.randn(1, 3, 32, 32), "label": label, "region": torch.zeros(1, 32, 32, dtype=torch.long),
+             "tags": torch.tensor([[False, True]]), "boxes": [torch.tensor([[8.0, 8.0, 24.0, 24.0, 1.0]])]}
+    built = []
+    real_build = engine.build_segment_sets
+    monkeypatch.setattr(engine, "build_segment_sets", lambda *a, **k: built.append(real_build(*a, **k)) or built[-1])
+    model = build_model("resnet_tiny", "aspp", 8, 2, weights="none")
+    engine.train_step(model, batch, cfg, vocab, MemoryBank(0), torch.device("cpu"))
+    c = built[0].relations["C"]
+    lab = torch.nn.functional.interpolate(label[:, None].float(), size=(8, 8), mode="nearest")[0, 0].long().ravel()
+    in_c = torch.zeros(64, dtype=torch.bool)
+    in_c[c.pixels] = True
+    assert in_c[lab != U].all()                       # background and the CAM-labelled core
+    assert bool(in_c[lab == U].any()) == candidates   # the rest of the box only as candidate sets

@@ -59,3 +59,30 @@ def test_classifier_learns_tags_and_cams_are_normalised():
     assert losses[-1] < losses[0]
     cams = image_cams(model, torch.randn(3, 32, 32))
     assert cams.shape == (2, 32, 32) and float(cams.max()) <= 1.0 + 1e-6 and float(cams.min()) >= 0
+
+
+def test_multiscale_cams_sum_each_scale_and_flip():
+    """image_cams against a plain reference: at each scale, the ReLU'd class maps of the image and
+    of its flip (flipped back), bilinearly resized to the image, summed over scales and flips, then
+    each class divided by its maximum."""
+    torch.manual_seed(0)
+    model = CAMNet("resnet_tiny", 2).eval()
+    image = torch.randn(3, 40, 56)
+
+    def ref(scales):
+        total = torch.zeros(2, 40, 56)
+        with torch.no_grad():
+            for s in scales:
+                x = torch.nn.functional.interpolate(image[None], scale_factor=s, mode="bilinear", align_corners=False)
+                for flip in (False, True):
+                    v = x.flip(-1) if flip else x
+                    c = torch.relu(model.cams(v))[0]
+                    c = c.flip(-1) if flip else c
+                    total += torch.nn.functional.interpolate(c[None], size=(40, 56), mode="bilinear",
+                                                             align_corners=False)[0]
+        return total / total.flatten(1).amax(1)[:, None, None]
+
+    for scales in ((1.0,), (0.5, 1.0, 2.0)):
+        torch.testing.assert_close(image_cams(model, image, scales), ref(scales), atol=1e-5, rtol=1e-4)
+    # finer maps at a larger scale: not the same as the single-scale maps
+    assert not torch.allclose(image_cams(model, image, (2.0,)), image_cams(model, image, (1.0,)), atol=1e-3)
