@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -141,16 +142,20 @@ class ConvertedDataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     def fingerprint(self) -> str:
-        """Identifies the files this split reads (shards, vocabulary, conversion record) by name,
-        size and modification time: a re-conversion into the same folder changes it, so stages
-        trained on the old data are not reused."""
-        from weaklabels.convert import MARKER
-
+        """Identifies what this split reads by content, cheaply: each shard's name, size and parquet
+        footer (row counts, every column chunk's offsets, sizes and statistics: a re-conversion with
+        other labels changes them), and the vocabulary. Stages trained on other data are then not
+        reused, while a copy of the same files (other modification times, another node of a
+        data-parallel run) gives the same fingerprint."""
         h = hashlib.sha256()
-        for f in [*self.files, self.folder / "vocabulary.json", self.folder / MARKER]:
-            if f.is_file():
-                st = f.stat()
-                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        for f in self.files:
+            with open(f, "rb") as fh:
+                fh.seek(-8, os.SEEK_END)
+                tail = fh.read(8)          # footer length (4 bytes, little endian) + b"PAR1"
+                n = int.from_bytes(tail[:4], "little")
+                fh.seek(-(8 + n), os.SEEK_END)
+                h.update(f"{f.name}:{f.stat().st_size};".encode() + fh.read(n))
+        h.update((self.folder / "vocabulary.json").read_bytes())
         return h.hexdigest()[:16]
 
     def require(self, column: str, why: str) -> None:

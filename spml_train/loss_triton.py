@@ -173,7 +173,8 @@ if triton is not None:
 
     # (BN, BM, warps, stages): with tf32x3 for sm_90 (Triton 3.6's ptxas) none spills with the packed
     # relation; with the gathered one grad_x's (64, 32, 4) and grad_p's 32-wide 64-row tiles spill
-    # 4-48 bytes. 64 x 64 tiles with 4 warps, the first version's, spilled 250-820 bytes in every kernel.
+    # 4-72 bytes. 64 x 64 tiles with 4 warps, the second version's, spilled 240-820 bytes (stack
+    # frames of 232-568 bytes) in every kernel.
     _KEY = ["n_key", "m_key", "D", "PREC", "PACKED"]
     _TUNED = {
         "forward": triton.autotune(_configs((64, 64, 8, 3), (64, 32, 4, 3), (128, 32, 8, 3), (64, 64, 8, 4)),

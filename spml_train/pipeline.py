@@ -222,13 +222,19 @@ def _check_data(cfg, train_ds, val_ds) -> None:
     meaningless mIoU is checked before any work; each raises ``SchemaError`` (exit 4)."""
     from weaklabels.errors import SchemaError
 
-    if train_ds.vocabulary != val_ds.vocabulary:
-        tv, vv = train_ds.vocabulary, val_ds.vocabulary
-        diff = next((f"class {i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(tv.names, vv.names)) if a != b),
-                    f"{len(tv.names)} vs {len(vv.names)} classes")
+    tv, vv = train_ds.vocabulary, val_ds.vocabulary
+    # what scoring depends on; source ids (COCO's category ids, or none from an HF copy) do not matter
+    diff = next((f"class {i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(tv.names, vv.names)) if a != b), None)
+    if diff is None and len(tv.names) != len(vv.names):
+        diff = f"{len(tv.names)} vs {len(vv.names)} classes"
+    for field in ("background", "unlabelled", "ignore"):
+        if diff is None and getattr(tv, field) != getattr(vv, field):
+            diff = f"{field} {getattr(tv, field)} vs {getattr(vv, field)}"
+    if diff is not None:
         raise SchemaError(f"{train_ds.folder / 'vocabulary.json'} and {val_ds.folder / 'vocabulary.json'} differ "
                           f"({diff}); expected the same class table (predictions would be scored against other classes)")
     train_ds.require("image", "training needs the images (was the data converted without --root?)")
+    val_ds.require("image", "evaluation needs the images (was the data converted without --root?)")
     if cfg.data.full_supervision:
         train_ds.require("gt", "full supervision trains on it: convert the training split with --gt always")
     val_ds.require("gt", "evaluation needs the ground truth: convert the validation split with --gt always")
@@ -258,8 +264,10 @@ def _run_stage1(r: _Run, cam: Stage | None, final: bool):
     # data.cam reaches stage 1 only through the CAM stage's key (an input)
     # the training data's files (not only its path) are part of the key: re-converting into the
     # same folder must not reuse what was trained on the old data
+    # data.box_candidates only matters for boxes
+    drop = ("data.cam",) + (() if cfg.data.kind == "boxes" else ("data.box_candidates",))
     s1 = r.stages.open("stage1", {**_key_section(cfg, "data", "model", "segments", "loss", "run.seed",
-                                                 drop=("data.cam",)), "optim": optim,
+                                                 drop=drop), "optim": optim,
                                   "train_data": r.weak_ds.fingerprint()}, [cam] if cam else [])
     trained = s1.summary().get("iterations") if s1.done else None
     if trained is not None and trained > cfg.optim.iterations:  # refused before anything is touched

@@ -87,8 +87,9 @@ def _sources(args) -> dict:
                                   f"(none: the bbox fields alone)")
             out[s] = read_coco(ann, root, split=s, masks=args.masks)
             if root is None and not out[s].with_masks:  # as the VOC reader refuses a devkit without both
+                without = "--masks-only reads" if getattr(args, "masks_only", False) else "without --root there are"
                 raise SchemaError(f"coco: {ann} gives no masks (--masks none, or no annotation has a "
-                                  f"segmentation) and --masks-only reads no images: nothing but boxes would "
+                                  f"segmentation) and {without} no images: nothing but boxes would "
                                   f"be written; give --root IMAGE_FOLDER")
         if args.annotations is not None and len(splits) > 1:
             raise SchemaError("coco: one --annotations file holds one split; convert splits one at a time")

@@ -47,6 +47,14 @@ VOC_CLASSES = (
 
 WEAK_KINDS = ("tags", "boxes", "points", "scribbles")
 
+def is_plain_id(name: str) -> bool:
+    """An image id that can name a file and fill a space-separated list line (``--format voc``):
+    no path separator, whitespace or control character, not ``.`` / ``..``, no leading ``-``, at
+    most 200 characters."""
+    return (bool(name) and name not in (".", "..") and not name.startswith("-") and len(name) <= 200
+            and not any(c in name for c in "/\\") and not any(c.isspace() or not c.isprintable() for c in name))
+
+
 # Names that mean the background class in a dataset's own class list (labelme writes
 # ``_background_``, Detectron-style lists ``__background__``): ``Vocabulary.from_names`` decides
 # with these, for every reader, which class is background.

@@ -209,20 +209,38 @@ def test_predictions_follow_the_weights_after_stage1_continues(tmp_path, monkeyp
     assert calls and (run_dir / "predictions" / ".key").read_text() != first
 
 
+def _relabel(shard, row: int) -> None:
+    """Rewrite one parquet shard in place with item ``row``'s weak label replaced by another item's,
+    as a re-conversion with other labels into the same folder would."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(shard)
+    col = t.schema.get_field_index("weak_label")
+    labels = t.column(col).to_pylist()
+    labels[row] = labels[(row + 1) % len(labels)]
+    pq.write_table(t.set_column(col, t.schema.field(col), pa.array(labels, type=t.schema.field(col).type)), shard)
+
+
 def test_reconverted_training_data_is_not_reused(tmp_path):
-    """The stage keys cover the training files, not only their path: data re-converted into the same
-    folder retrains from the CAM stage on, and new validation files are evaluated again."""
+    """The stage keys cover the training data's content, not only its path: data re-converted into
+    the same folder retrains from the CAM stage on, new validation data is evaluated again, and a
+    copy of the same files (new modification times) is still recognised."""
+    import shutil
+
     run_dir = tmp_path / "run"
     pipeline.run(_tiny("toy_boxes", run_dir, "stage2.enabled=false"), run_dir)
     before = stage_dirs(run_dir)
-    shard = next((run_dir / "data").glob("shapes-*/train_boxes/data/train-*.parquet"))
-    shard.write_bytes(shard.read_bytes())            # rewritten in place: same path, new file
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)                       # timestamps not preserved: same content
+    pipeline.run(_tiny("toy_boxes", copy, "stage2.enabled=false"), copy)
+    assert [d.name for d in stage_dirs(copy).values()] == [d.name for d in before.values()]
+    _relabel(next((run_dir / "data").glob("shapes-*/train_boxes/data/train-*.parquet")), 0)
     pipeline.run(_tiny("toy_boxes", run_dir, "stage2.enabled=false"), run_dir)
     after = stage_dirs(run_dir)
     assert after["cam"] != before["cam"] and after["stage1"] != before["stage1"]
     m1 = json.loads((after["stage1"] / "metrics.json").read_text())["eval_key"]
-    val = next((run_dir / "data").glob("shapes-*/val/data/val-*.parquet"))
-    val.write_bytes(val.read_bytes())
+    _relabel(next((run_dir / "data").glob("shapes-*/val/data/val-*.parquet")), 0)
     pipeline.run(_tiny("toy_boxes", run_dir, "stage2.enabled=false"), run_dir)
     assert stage_dirs(run_dir)["stage1"] == after["stage1"]   # training data unchanged: reused
     assert json.loads((after["stage1"] / "metrics.json").read_text())["eval_key"] != m1
@@ -250,6 +268,7 @@ def _folder(path, vocab, *, gt=True, image=True, split="train"):
 
 @pytest.mark.parametrize("problem, message", [
     ("vocabulary", "differ (class 2: 'c2' vs 'other')"),
+    ("val_image", "3 of 3 items of split 'val' have no image; evaluation needs the images"),
     ("val_gt", "3 of 3 items of split 'val' have no gt; evaluation needs the ground truth"),
     ("train_image", "3 of 3 items of split 'train' have no image; training needs the images"),
     ("train_gt", "have no gt; full supervision trains on it"),
@@ -265,7 +284,7 @@ def test_data_problems_are_refused_before_training(tmp_path, problem, message):
     vocab = vocab_of(3)
     train = _folder(tmp_path / "train", vocab, image=problem != "train_image", gt=problem != "train_gt")
     val_vocab = Vocabulary(("background", "c1", "other")) if problem == "vocabulary" else vocab
-    val = _folder(tmp_path / "val", val_vocab, gt=problem != "val_gt", split="val")
+    val = _folder(tmp_path / "val", val_vocab, gt=problem != "val_gt", image=problem != "val_image", split="val")
     full = problem == "train_gt"
     cfg = _cfg("recipe=toy_scribbles", f"data.full_supervision={full}")
     train_ds = ConvertedDataset(train, "train", kind="scribbles", train=True, full_supervision=full)
@@ -274,3 +293,16 @@ def test_data_problems_are_refused_before_training(tmp_path, problem, message):
         pipeline._check_data(cfg, train_ds, val_ds)
     if problem == "train_gt":   # the same data passes without full supervision
         pipeline._check_data(_cfg("recipe=toy_scribbles"), train_ds, val_ds)
+
+
+def test_class_tables_differing_only_in_source_ids_are_the_same(tmp_path):
+    # the same VOC classes via the VOC reader (source ids) and via an HF copy (none)
+    from parquet_helpers import vocab_of
+    from spml_train.data import ConvertedDataset
+    from weaklabels.types import Vocabulary
+
+    names = vocab_of(3).names
+    train = _folder(tmp_path / "train", Vocabulary(names, source_ids=(0, 1, 2)))
+    val = _folder(tmp_path / "val", Vocabulary(names), split="val")
+    pipeline._check_data(_cfg("recipe=toy_scribbles"), ConvertedDataset(train, "train", kind="scribbles", train=True),
+                         ConvertedDataset(val, "val", kind="scribbles", train=False))

@@ -19,8 +19,9 @@ reader's ``class_names.txt``.
 Image ids: the ``id_column`` option, else an ``image_id`` column, else the stem
 of each image's file path (``train/2007_000032.jpg`` -> ``2007_000032``, as
 imagefolder and datasets built from files keep it), so outputs map back to the
-files; when a row has no path (bytes only) or two stems are equal, every id is
-``{split}_{index:06d}`` instead (``train_000000``, ...).
+files; when a row has no path (bytes only), two stems are equal or a stem is not a plain
+name (whitespace, a leading ``-``, ...), every id is ``{split}_{index:06d}`` instead
+(``train_000000``, ...).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 
 from weaklabels.errors import MissingDependencyError, MissingFileError, SourceError
 from weaklabels.sources.files import check_image, check_size, open_image, read_label_png
-from weaklabels.types import ImageRef, InstanceMasks, Sample, SemanticMask, Vocabulary
+from weaklabels.types import ImageRef, InstanceMasks, Sample, SemanticMask, Vocabulary, is_plain_id
 
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,11 @@ class HFSource:
             return None
         ids = [Path(p.replace("\\", "/")).stem for p in paths]
         counts = Counter(ids)
+        if not all(is_plain_id(i) for i in ids):  # ids name files (--format voc) and fill list lines
+            odd = next(i for i in ids if not is_plain_id(i))
+            log.warning("%s split %r: image file name %r is not a plain id (whitespace, a leading '-', ...); "
+                        "ids are %s_000000, ... instead of the names", self.root, self.split, odd, self.split)
+            return None
         if len(counts) < len(ids) or not all(ids):
             twice = next((p for p, i in zip(paths, ids) if counts[i] > 1 or not i), "")
             log.warning("%s split %r: image file names repeat (e.g. %s); ids are %s_000000, ... instead of "

@@ -36,7 +36,7 @@ from collections import Counter
 from pathlib import Path
 
 from weaklabels.errors import SchemaError, UnsafePathError
-from weaklabels.types import Sample, Vocabulary
+from weaklabels.types import Sample, Vocabulary, is_plain_id
 from weaklabels.writers.base import Converted
 from weaklabels.writers.png import encode_label_png, encode_regions_png
 
@@ -110,8 +110,7 @@ class VOCWriter:
         """The image id names files here and fills space-separated list lines: it must be a plain
         file name (ids from HF datasets or COCO are not checked by their readers)."""
         iid = item.sample.image_id
-        if (not iid or iid in (".", "..") or iid.startswith("-") or len(iid) > 200
-                or any(c in iid for c in "/\\") or any(c.isspace() or not c.isprintable() for c in iid)):
+        if not is_plain_id(iid):
             raise UnsafePathError(f"image {iid!r}: --format voc uses the image id as a file name; expected "
                                   f"a plain name (no path separator, whitespace or control character, "
                                   f"not '.' or '..', at most 200 characters)")

@@ -362,3 +362,12 @@ def test_ids_fall_back_to_the_index_when_file_names_repeat_or_are_missing(tmp_pa
     path = tmp_path / "bytes.parquet"  # image bytes without a path
     _dataset(kit).remove_columns(["image_id"]).to_parquet(str(path))
     assert read_hf(path, "val").image_id(2) == "val_000002"
+
+
+def test_ids_fall_back_to_the_index_when_a_file_name_is_not_a_plain_id(tmp_path, kit, caplog):
+    # 'cat 1' would break --format voc's file names and list lines
+    root = _imagefolder(tmp_path, kit, ["cat 1.jpg", "im1.jpg"])
+    with caplog.at_level("WARNING"):
+        src = read_hf(root, "train", mask_column="mask", class_names=NAMES)
+    assert [src.image_id(i) for i in range(2)] == ["train_000000", "train_000001"]
+    assert "'cat 1' is not a plain id" in caplog.text
