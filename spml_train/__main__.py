@@ -34,6 +34,7 @@ def main() -> None:
         print(__doc__)
         print("recipes: " + ", ".join(recipe_names()))
         print("example: python -m spml_train recipe=toy_scribbles optim.iterations=100 run.dir=runs/toy")
+        print("settings: python -m spml_train recipe=NAME --cfg job   (every key and its value, nothing run)")
         return
 
     @hydra.main(version_base="1.3", config_path=None, config_name="spml")
