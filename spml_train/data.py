@@ -123,7 +123,13 @@ class ConvertedDataset(torch.utils.data.Dataset):
             _check_kind(self.folder, kind)
         self.files = sorted((self.folder / "data").glob(f"{split}-*.parquet"))
         if not self.files:
-            raise FileNotFoundError(f"{self.folder}: no parquet shard for split {split!r}")
+            if (self.folder / f"{split}.txt").is_file() and not (self.folder / "data").is_dir():
+                raise FileNotFoundError(f"{self.folder} was written with `weaklabels convert --format voc` (PNGs and "
+                                        f"list files); the trainer reads the parquet format: convert again "
+                                        f"without --format voc (or with --format hf)")
+            splits = sorted({f.name.split("-")[0] for f in (self.folder / "data").glob("*.parquet")})
+            raise FileNotFoundError(f"{self.folder}: no parquet shard for split {split!r}"
+                                    + (f"; it has {', '.join(map(repr, splits))}" if splits else ""))
         self.rows = [(f, r) for f in self.files for r in range(pq.ParquetFile(f).metadata.num_rows)]
         self.split = split
         self.kind, self.train, self.crop, self.scale = kind, train, crop, scale

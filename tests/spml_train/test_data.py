@@ -379,3 +379,20 @@ def test_missing_values_with_and_without_parquet_statistics(tmp_path):
     pq.write_table(pq.read_table(f), f, write_statistics=False)   # another writer: no statistics
     assert data_mod.missing_values([f], "gt") == 3 and data_mod.missing_values([f], "image") == 0
     assert data_mod.missing_values([f], "nope") == 5              # a column the shards lack
+
+
+def test_a_missing_split_or_a_voc_format_folder_is_named(tmp_path):
+    import pytest
+
+    from weaklabels.convert import ConvertOptions, convert
+    from weaklabels.sources import read_voc
+    from weaklabels.sources.bundled import bundled_voc
+
+    hf = tmp_path / "hf"
+    convert({"train": read_voc(bundled_voc(), "train")}, hf, ConvertOptions(kind="scribbles"))
+    with pytest.raises(FileNotFoundError, match="no parquet shard for split 'val'; it has 'train'"):
+        data_mod.ConvertedDataset(hf, "val", kind="scribbles", train=False)
+    voc = tmp_path / "voc"
+    convert({"train": read_voc(bundled_voc(), "train")}, voc, ConvertOptions(kind="scribbles", format="voc"))
+    with pytest.raises(FileNotFoundError, match="written with `weaklabels convert --format voc`"):
+        data_mod.ConvertedDataset(voc, "train", kind="scribbles", train=True)
