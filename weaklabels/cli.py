@@ -442,13 +442,27 @@ KIND_OPTIONS = {
 }
 
 
+# Options that shape synthesized labels only (``ConvertOptions.synth_options``): human annotations
+# (--from-annotations, DensePose's points) are read as they are, so these would be ignored.
+SYNTHESIS_ONLY = ("min_pixels", "min_area", "connectivity", "k", "per", "placement", "background", "length_ratio")
+
+
 def _kind_option_error(args, given: set[str]) -> str | None:
-    """The message refusing the given protocol options that ``--to`` ignores, or ``None``."""
+    """The message refusing the given protocol options that ``--to`` ignores, or that the source of
+    the labels (synthesis or human annotations) ignores; ``None`` when every option is used."""
     bad = [(flag, kinds) for dest, (flag, kinds) in KIND_OPTIONS.items() if dest in given and args.to not in kinds]
-    if not bad:
-        return None
-    used = ", ".join(f"{flag} (for --to {' / '.join(kinds)})" for flag, kinds in bad)
-    return f"--to {args.to} does not use {used}; drop {'it' if len(bad) == 1 else 'them'}"
+    if bad:
+        used = ", ".join(f"{flag} (for --to {' / '.join(kinds)})" for flag, kinds in bad)
+        return f"--to {args.to} does not use {used}; drop {'it' if len(bad) == 1 else 'them'}"
+    if "from_annotations" in given or getattr(args, "dataset", None) == "densepose":
+        unused = [KIND_OPTIONS[d][0] for d in SYNTHESIS_ONLY if d in given]
+        if unused:
+            return (f"{', '.join(unused)} shape{'s' if len(unused) == 1 else ''} synthesized labels; human "
+                    f"annotations ({'--from-annotations' if 'from_annotations' in given else 'densepose'}) are "
+                    f"read as they are: drop {'it' if len(unused) == 1 else 'them'}")
+    elif "max_rank" in given:
+        return "--max-rank selects human clicks by rank: it needs --from-annotations"
+    return None
 
 
 class _Parser(argparse.ArgumentParser):

@@ -288,6 +288,19 @@ def test_options_the_kind_ignores_are_usage_errors(tmp_path, capsys, kind, args,
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("args,named", [
+    (["--to", "points", "--from-annotations", "clicks.json", "--placement", "random", "--k", "2"],
+     "--k, --placement shape synthesized labels"),
+    (["--to", "scribbles", "--from-annotations", "xml", "--length-ratio", "0"], "--length-ratio shapes synthesized"),
+    (["--to", "points", "--max-rank", "2"], "--max-rank selects human clicks by rank: it needs --from-annotations"),
+])
+def test_options_the_label_source_ignores_are_usage_errors(tmp_path, capsys, args, named):
+    # human annotations are read as they are: synthesis options would be silently ignored
+    with pytest.raises(SystemExit) as err:
+        main(["convert", "voc", "--out", str(tmp_path / "o"), *args])
+    assert err.value.code == 2 and named in capsys.readouterr().err
+
+
 def test_options_of_the_kind_and_defaults_are_accepted(tmp_path):
     assert main(["convert", "voc", "--to", "scribbles", "--width", "5", "--length-ratio", "0.5", "--min-area", "3",
                  "--no-background", "--out", str(tmp_path / "s"), "--quiet"]) == EXIT_OK
