@@ -481,6 +481,9 @@ class _Parser(argparse.ArgumentParser):
             message = _kind_option_error(ns, given)
             if message:
                 self.error(message)
+        if getattr(ns, "dataset", None) in ("hf", "densepose") and getattr(ns, "masks", "auto") != "auto":
+            self.error(f"--masks {ns.masks} is for voc and coco; {ns.dataset} reads its masks from "
+                       + ("--mask-column" if ns.dataset == "hf" else "the DensePose annotations"))
         return ns, rest
 
 

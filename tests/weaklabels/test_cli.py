@@ -310,3 +310,10 @@ def test_options_of_the_kind_and_defaults_are_accepted(tmp_path):
     assert main(["convert", "voc", "--to", "points", "--k", "2", "--placement", "random", "--point-radius", "1",
                  "--out", str(tmp_path / "p"), "--quiet"]) == EXIT_OK
     assert main(["report", "voc", "--to", "boxes", "--connectivity", "4", "--limit", "1", "--quiet"]) == EXIT_OK
+
+
+@pytest.mark.parametrize("dataset", ["hf", "densepose"])
+def test_masks_option_is_refused_where_it_would_be_ignored(tmp_path, capsys, dataset):
+    with pytest.raises(SystemExit) as err:
+        main(["convert", dataset, "--to", "points", "--masks", "none", "--out", str(tmp_path / "o")])
+    assert err.value.code == 2 and f"--masks none is for voc and coco; {dataset}" in capsys.readouterr().err
