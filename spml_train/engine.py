@@ -240,30 +240,33 @@ def resolve_device(name: str) -> torch.device:
 
 
 class _StopAfterStep:
-    """While active (main thread, one process), the first Ctrl-C asks the training loop to stop
-    after the current step, so that it saves a checkpoint first (nothing lost); a second Ctrl-C
-    stops at once. Under torchrun every rank would have to agree on the step: there Ctrl-C stops at
-    once, as before, and the run resumes from the last periodic checkpoint."""
+    """While active (in the main thread), the first Ctrl-C or SIGTERM (a scheduler's preemption,
+    torchrun's agent passing on a Ctrl-C) asks the training loop to stop after the current step, so
+    that it saves a checkpoint first (nothing lost); a second signal stops at once. Under torchrun
+    the ranks agree on the step through the all-reduce every step already does."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.enabled = threading.current_thread() is threading.main_thread()
         self.requested = False
-        self._previous = None
+        self._previous: dict = {}
 
     def _handler(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        log.warning("interrupt: stopping after this step and saving a checkpoint (Ctrl-C again: at once)")
+        log.warning("%s: stopping after this step and saving a checkpoint (again: at once)",
+                    signal.Signals(signum).name)
 
     def __enter__(self) -> "_StopAfterStep":
         if self.enabled:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.enabled:
-            signal.signal(signal.SIGINT, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
 def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_rank: bool = True,
@@ -318,10 +321,10 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
     model.train()
     t_last, n_img = time.perf_counter(), 0
     it = start
-    stop = _StopAfterStep(enabled=not dist_on)
+    stop, stop_now = _StopAfterStep(), False
     with stop:
         while it < cfg.optim.iterations:
-            if stop.requested:
+            if stop_now:
                 if main_rank:
                     save_checkpoint(ckpt, plain, optimizer, bank, it, epoch, position, skipped)
                     log.info("saved %s at iteration %d: run the same command to resume", ckpt, it)
@@ -332,10 +335,12 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
                 g["lr"] = cfg.optim.lr * factor * g["lr_mult"]
             res = train_step(model, batch, cfg, vocab, bank, device)
             optimizer.zero_grad(set_to_none=True)
-            bad = torch.tensor(0.0 if torch.isfinite(res.loss) else 1.0, device=device)
-            if dist_on:  # every rank skips together, or DDP's gradient exchange would hang
-                torch.distributed.all_reduce(bad)
-            skip = bool(bad.item())
+            # [non-finite loss, stop asked]: every rank skips / stops at the same step, or DDP's
+            # gradient exchange would hang
+            flags = torch.tensor([0.0 if torch.isfinite(res.loss) else 1.0, float(stop.requested)], device=device)
+            if dist_on:
+                torch.distributed.all_reduce(flags)
+            skip, stop_now = (bool(v) for v in flags.tolist())
             if skip:
                 # a non-finite loss would poison the weights: skip the step, keep the record
                 skipped += 1
@@ -365,7 +370,7 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
                 t_last, n_img = now, 0
                 bar.update(0, **res.terms, images_per_s=rec["images_per_s"])
             bar.update(1)
-    if stop.requested:  # during the last step: its checkpoint is written, the stop still stands
+    if stop_now or stop.requested:  # during the last step: its checkpoint is written, the stop stands
         raise KeyboardInterrupt
     bar.close()
     if logf:

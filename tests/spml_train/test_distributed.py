@@ -82,3 +82,44 @@ def test_two_ranks_train_and_rank0_evaluates(tmp_path):
     assert (run_dir / "metrics.json").is_file() and (stage_dirs(run_dir)["stage1"] / "checkpoints" / "last.pt").is_file()
     logged = (stage_dirs(run_dir)["stage1"] / "log.jsonl").read_text().splitlines()
     assert logged  # rank 0 logs
+
+
+def _interrupted_worker(rank: int, size: int, port: int, run_dir: str) -> None:
+    _setup(rank, size, port)
+    import signal
+
+    from hydra import compose, initialize
+
+    from spml_train import engine, pipeline
+    from spml_train.config import register
+
+    real, calls = engine.train_step, {"n": 0}
+
+    def step(*a, **k):
+        calls["n"] += 1
+        if rank == 1 and calls["n"] == 3:   # only rank 1 is signalled, in the middle of step 3
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    engine.train_step = step
+    register()
+    with initialize(version_base="1.3", config_path=None):
+        cfg = compose(config_name="spml", overrides=[
+            "recipe=toy_scribbles", f"run.dir={run_dir}", "data.shapes.num_train=16", "data.shapes.num_val=4",
+            "data.workers=0", "data.batch_size=4", "optim.iterations=8", "run.checkpoint_every=100",
+            "run.progress=false"])
+    try:
+        pipeline.run(cfg, Path(run_dir))
+    except KeyboardInterrupt:
+        Path(run_dir, f"stopped{rank}").write_text(str(calls["n"]))
+
+
+@pytest.mark.slow
+def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    """SIGTERM (or Ctrl-C) reaching one rank: the ranks agree through the step's all-reduce, every
+    one stops after step 3 (none waits forever in a collective), and rank 0 saves that step."""
+    run_dir = tmp_path / "ddp"
+    mp.spawn(_interrupted_worker, args=(2, _free_port(), str(run_dir)), nprocs=2, join=True)
+    assert [(run_dir / f"stopped{r}").read_text() for r in (0, 1)] == ["3", "3"]
+    ckpt = stage_dirs(run_dir)["stage1"] / "checkpoints" / "last.pt"
+    assert torch.load(ckpt, weights_only=False)["iteration"] == 3

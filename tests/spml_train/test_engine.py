@@ -284,7 +284,8 @@ def test_ctrl_c_finishes_the_step_and_saves_a_checkpoint(tmp_path, monkeypatch):
         pipeline.run(_small("toy_scribbles", cut, *more), cut)
     ckpt = pipeline.stage_dirs(cut)["stage1"] / "checkpoints" / "last.pt"
     assert torch.load(ckpt, weights_only=False)["iteration"] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # the handler is restored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # the handlers are restored
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     monkeypatch.setattr(engine, "train_step", real)
     pipeline.run(_small("toy_scribbles", cut, *more), cut)
     a, b = _weights(full), _weights(cut)
