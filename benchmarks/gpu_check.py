@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from spml_train.loss import segsort_loss, spml_loss  # noqa: E402
 from spml_train.model import build_model, freeze_stem, param_groups  # noqa: E402
-from spml_train.segments import MemoryBank, segment_prototypes, spherical_kmeans  # noqa: E402
+from spml_train.segments import MemoryBank, spherical_kmeans, step_segments  # noqa: E402
 from weaklabels.segsets import Relation, build_segment_sets  # noqa: E402
 
 
@@ -69,10 +69,7 @@ def timed(fn, dev: torch.device, repeats: int) -> tuple[float, float | None]:
 def push_memory(bank: MemoryBank, emb: torch.Tensor, sets) -> None:
     """What the engine does after each step: the batch's training segments join the memory bank
     (detached), so C and O of the next steps also compare with them (SPML.md 3.7: 2 iterations)."""
-    with torch.no_grad():
-        S = sets.num_batch_segments
-        flat = emb.detach().permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
-        bank.push(segment_prototypes(flat, sets.pixel_segment, S), sets.label_set[:S], sets.tags[:S])
+    bank.push(*step_segments(emb, sets))
 
 
 def with_memory(bank: MemoryBank) -> tuple[dict, dict]:

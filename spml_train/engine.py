@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from spml_train import data as data_mod
 from spml_train.config import ConfigError
 from spml_train.loss import location_features, spml_loss
-from spml_train.model import build_model, freeze_stem, param_groups
+from spml_train.model import build_model, freeze_stem, lr_factor, param_groups
 from spml_train.progress import Progress
 from spml_train import distributed
-from spml_train.segments import MemoryBank, segment_prototypes, segment_sums, spherical_kmeans
+from spml_train.segments import MemoryBank, segment_prototypes, segment_sums, spherical_kmeans, step_segments
 from weaklabels.segsets import Memory, add_affinity, build_segment_sets
 from weaklabels.types import Vocabulary
 
@@ -52,11 +52,9 @@ class StepResult:
 
 
 def poly_lr(it: int, cfg) -> float:
-    """Poly decay (power ``poly_power``) with a linear warm-up from ``warmup_factor``: a factor of the base lr."""
+    """Stage 1's learning-rate factor at step ``it`` (``model.lr_factor`` with ``cfg.optim``)."""
     o = cfg.optim
-    if it < o.warmup:
-        return o.warmup_factor + (1 - o.warmup_factor) * it / max(o.warmup, 1)
-    return (1 - it / max(o.iterations, 1)) ** o.poly_power
+    return lr_factor(it, o.iterations, warmup=o.warmup, warmup_factor=o.warmup_factor, power=o.poly_power)
 
 
 def _grid(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -119,9 +117,7 @@ def train_step(model, batch: dict, cfg, vocab: Vocabulary, bank: MemoryBank, dev
         # reference pushes its batch prototypes); the finer grid of section 3.3 is the inference
         # memory of eval.retrieval, not this bank
         with torch.no_grad():
-            S = sets.num_batch_segments
-            mp = segment_prototypes(emb.detach().permute(0, 2, 3, 1).reshape(-1, D), sets.pixel_segment, S)
-            m_sets, m_tags = sets.label_set[:S], sets.tags[:S]
+            mp, m_sets, m_tags = step_segments(emb, sets)
             if distributed.active():  # every rank keeps the whole global batch's memory
                 mp, m_sets, m_tags = (distributed.all_gather_detached(x.float()) for x in (mp, m_sets, m_tags))
                 m_sets, m_tags = m_sets > 0.5, m_tags > 0.5

@@ -36,7 +36,6 @@ loop-invariant loads hoisted, packed relation rows, ``exp2``, and autotuned tile
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
@@ -48,7 +47,6 @@ try:
 except ImportError:  # the CPU install: loss.py keeps its torch path
     triton = None
 
-LOG2E = 1.0 / math.log(2.0)
 PACKED_ROWS = 64        # distinct relation rows that fit one int64 per candidate
 ROW_GRAIN = 128         # the largest BN below: _grad_p's pixel blocks are multiples of it
 INTERPRET_TILE = dict(BN=64, BM=32)

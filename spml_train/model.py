@@ -492,6 +492,16 @@ def freeze_stem(model: SPMLNet) -> SPMLNet:
 LR_MULT = {"backbone": 1.0, "embed": 10.0, "classifier": 10.0}
 
 
+def lr_factor(it: int, iterations: int, *, warmup: int = 0, warmup_factor: float = 0.1,
+              power: float = 0.9) -> float:
+    """The reference's schedule as a factor of the base learning rate: a linear warm-up from
+    ``warmup_factor`` over ``warmup`` steps, then poly decay with ``power`` (stage 1, the stage-2
+    head and the CAM classifier all use it)."""
+    if it < warmup:
+        return warmup_factor + (1 - warmup_factor) * it / warmup
+    return (1 - it / max(iterations, 1)) ** power
+
+
 def param_groups(model: SPMLNet, lr: float, weight_decay: float = 5e-4,
                  norm_weight_decay: bool = True) -> list[dict]:
     """SGD parameter groups with the reference's learning-rate multipliers.

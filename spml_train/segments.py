@@ -98,6 +98,16 @@ def segment_sums(emb_flat: Tensor, segment: Tensor, num_segments: int) -> Tensor
     return sums.index_add(0, segment[keep], emb_flat[keep])
 
 
+@torch.no_grad()
+def step_segments(emb: Tensor, sets) -> tuple[Tensor, Tensor, Tensor]:
+    """What a training step leaves in the memory bank (SPML.md 3.7): its own batch segments as
+    detached prototypes ``(S, D)`` of ``emb (B, D, H, W)``, with their label sets and tags, from the
+    ``weaklabels.segsets.SegmentSets`` the step built."""
+    S = sets.num_batch_segments
+    flat = emb.detach().permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
+    return segment_prototypes(flat, sets.pixel_segment, S), sets.label_set[:S], sets.tags[:S]
+
+
 class MemoryBank:
     """Detached prototypes of the last ``iterations`` pushes with their label sets and tags.
 

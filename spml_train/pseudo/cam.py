@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spml_train.model import build_backbone, load_backbone
+from spml_train.model import build_backbone, load_backbone, lr_factor
 from spml_train.progress import Progress
 from weaklabels.raster import box_pixels
 
@@ -71,7 +71,7 @@ def train_classifier(model: CAMNet, batches, foreground: list[int], iterations: 
     for it in range(iterations):
         _, _, batch = next(batches)
         for g, base in zip(opt.param_groups, (lr, 10 * lr)):
-            g["lr"] = base * (1 - it / iterations) ** 0.9
+            g["lr"] = base * lr_factor(it, iterations)
         target = batch["tags"][:, foreground].float().to(device)
         loss = F.binary_cross_entropy_with_logits(model(batch["image"].to(device)), target)
         opt.zero_grad(set_to_none=True)

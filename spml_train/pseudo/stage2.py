@@ -16,7 +16,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from spml_train.model import SPMLNet, SoftmaxHead, freeze
+from spml_train.model import SPMLNet, SoftmaxHead, freeze, lr_factor
 from spml_train.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,7 @@ def train_head(model: SPMLNet, batches, iterations: int, lr: float, device: torc
     bar = Progress(iterations, desc, enabled=progress)
     for it in range(iterations):
         _, _, batch = next(batches)
-        if it < warmup:
-            factor = warmup_factor + (1 - warmup_factor) * it / warmup
-        else:
-            factor = (1 - it / iterations) ** poly_power
+        factor = lr_factor(it, iterations, warmup=warmup, warmup_factor=warmup_factor, power=poly_power)
         for g in opt.param_groups:
             g["lr"] = lr * g["lr_mult"] * factor
         images = batch["image"].to(device, non_blocking=True)
