@@ -95,6 +95,8 @@ def main() -> None:
     # key=value tokens are overrides wherever they stand (after --seeds 0 1 too, which would take them)
     argv = sys.argv[1:]
     args = ap.parse_args([a for a in argv if a.startswith("-") or "=" not in a])
+    if args.overrides:  # what is left for the positional has no "="
+        ap.error(f"{' '.join(args.overrides)}: expected key=value overrides")
     args.overrides = [a for a in argv if not a.startswith("-") and "=" in a]
     bad = [o for o in args.overrides if o.split("=", 1)[0].lstrip("+") in ("run.seed", "run.dir", "recipe")]
     if bad:
