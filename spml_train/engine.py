@@ -25,6 +25,7 @@ import random
 import signal
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,6 +266,16 @@ class _StopAfterStep:
             signal.signal(s, previous)
 
 
+def seed_stage(seed: int, stage: str) -> None:
+    """Seed torch, numpy and ``random`` from ``(run seed, stage name)``: a stage starts from the same
+    random state (its network's initialisation included) whether the stages before it ran in this
+    process or came from the cache."""
+    t, n = np.random.SeedSequence([seed, zlib.crc32(stage.encode())]).generate_state(2)
+    torch.manual_seed(int(t))
+    np.random.seed(int(n))
+    random.seed(int(t))
+
+
 def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_rank: bool = True,
                dist_on: bool = False):
     """Stage 1: train SPML on ``train_ds`` (resuming from ``stage_dir/checkpoints/last.pt``); returns
@@ -276,6 +287,7 @@ def train_spml(cfg, train_ds, stage_dir: Path, device: torch.device, *, main_ran
     """
     _, size, local_rank = distributed.world()
     vocab = train_ds.vocabulary
+    seed_stage(cfg.run.seed, "stage1")  # a resumed run then restores the checkpoint's RNG state
     model = build_model(cfg.model.backbone, cfg.model.embedding, cfg.model.dim, len(vocab),
                         weights=cfg.model.weights, psp_channels=cfg.model.psp_channels)
     freeze_stem(model)
@@ -383,7 +395,10 @@ def load_trained(cfg, num_classes: int, stage_dir: Path, device: torch.device):
     freeze_stem(model)
     state = torch.load(stage_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
-    return model.to(device)
+    model.to(device)
+    if cfg.run.channels_last:  # the layout the network trained in (and the faster one)
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 def chance_miou(num_classes: int) -> float:

@@ -42,7 +42,7 @@ from omegaconf import OmegaConf
 from spml_train import data as data_mod
 from spml_train import distributed
 from spml_train.config import ConfigError
-from spml_train.engine import batches, load_trained, resolve_device, train_spml
+from spml_train.engine import batches, load_trained, resolve_device, seed_stage, train_spml
 from spml_train.evaluate import evaluate, iou_table
 
 log = logging.getLogger(__name__)
@@ -285,6 +285,9 @@ def _run_stage1(r: _Run, cam: Stage | None, final: bool):
     else:
         train_ds = _dataset(cfg, cam.dir / "data") if cam else r.weak_ds
         model, skipped = train_spml(cfg, train_ds, s1.dir, r.device, main_rank=r.main, dist_on=r.dist_on)
+        if r.main:  # what follows uses the saved weights, as a later run reusing this stage does: the
+            # same floats (the training copy can differ in layout, hence in the last bits)
+            model = load_trained(cfg, len(vocab), s1.dir, r.device)
     if r.dist_on:  # the rest runs on rank 0 alone: long waits at a barrier would time out
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -342,7 +345,7 @@ def _cam_stage(cfg, weak_ds, train_dir: Path, out: Path, device: torch.device) -
     c = cfg.data.cam
     vocab = weak_ds.vocabulary
     fg = list(vocab.foreground)
-    torch.manual_seed(cfg.run.seed)
+    seed_stage(cfg.run.seed, "cam")
     cam_dir = Path(c.dir) if c.dir else None
     net, losses = None, []
     if cam_dir is None:  # external CAMs need no network
@@ -368,7 +371,8 @@ def _load_cam(cfg, cam: Stage, num_fg: int, device: torch.device):
     return net.to(device).eval()
 
 
-def _pseudo_params(cfg, source: str):
+def pseudo_params(cfg, source: str):
+    """The ``PseudoParams`` of a run's configuration for scores from ``source`` (head or cam)."""
     from spml_train.pseudo.crf import CRFParams
     from spml_train.pseudo.labels import PseudoParams
 
@@ -391,7 +395,7 @@ def _pseudo_stage(cfg, model, scorer, cam_model, source: str, train_dir: Path, o
 
     from PIL import Image
 
-    params = _pseudo_params(cfg, "head" if source == "gt" else source)
+    params = pseudo_params(cfg, "head" if source == "gt" else source)
     kind, C = cfg.data.kind, len(vocab)
     perm = torch.as_tensor(np.asarray(flip_perm)[:C], device=device).long() if cfg.data.flip_pairs else None
 
@@ -438,6 +442,7 @@ def _pseudo_stage(cfg, model, scorer, cam_model, source: str, train_dir: Path, o
 def _stage2(cfg, model, data_dir: Path, st: Stage, device: torch.device, num_classes: int):
     from spml_train.pseudo.stage2 import stage2_model, train_head
 
+    seed_stage(cfg.run.seed, st.name)  # the head's initialisation: the same with stage 1 cached or not
     head = stage2_model(model, num_classes)
     path = st.dir / "head.pt"
     if st.done and path.is_file():
@@ -447,7 +452,6 @@ def _stage2(cfg, model, data_dir: Path, st: Stage, device: torch.device, num_cla
     ds = _dataset(cfg, data_dir, kind="dense", dense=True)
     B = s.batch_size or cfg.data.batch_size
     sub = OmegaConf.merge(cfg, {"data": {"batch_size": B}})
-    torch.manual_seed(cfg.run.seed)
     with open(st.dir / "log.jsonl", "w") as logf:
         losses = train_head(head, batches(ds, sub, 0, 0, alone=True), s.iterations, s.lr, device, amp=cfg.run.amp,
                             warmup=s.warmup, warmup_factor=s.warmup_factor,

@@ -95,6 +95,31 @@ def test_whole_pipeline_then_cached_then_partial_rerun(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_a_stage_redone_on_cached_stages_matches_a_run_from_scratch(tmp_path):
+    """Each stage seeds itself from (run seed, stage): what runs before it in the process - a trained
+    or a cached CAM stage / stage 1 - must not change its initialisation or batches."""
+    import torch
+
+    def run(run_dir, *more):
+        pipeline.run(_tiny("toy_boxes", run_dir, *more), run_dir)
+        d = stage_dirs(run_dir)
+        return (torch.load(d["stage1"] / "checkpoints" / "last.pt", weights_only=False)["model"],
+                torch.load(d["stage2"] / "head.pt", weights_only=True),
+                json.loads((run_dir / "metrics.json").read_text())["mIoU"])
+
+    s1, head, miou = run(tmp_path / "scratch")
+    # stage 1 trained after a cached CAM stage (lambda_v is not in the CAM stage's key)
+    run(tmp_path / "a", "loss.lambda_v=0.2")
+    # stage 2 trained after a cached stage 1 (the pseudo labels changed)
+    run(tmp_path / "b", "pseudo.crf=false")
+    for d in ("a", "b"):
+        s1_d, head_d, miou_d = run(tmp_path / d)
+        assert all(torch.equal(s1[k], s1_d[k]) for k in s1), d
+        assert all(torch.equal(head[k], head_d[k]) for k in head), d
+        assert miou_d == miou, d
+
+
+@pytest.mark.slow
 def test_tags_run_two_rounds(tmp_path):
     run_dir = tmp_path / "tags"
     metrics = pipeline.run(_tiny("toy_tags", run_dir), run_dir)
