@@ -1,12 +1,15 @@
 """The toy proof: every toy recipe from scratch, its wall time and the mIoU of each stage.
 
     python benchmarks/toy.py [--recipes toy_full toy_scribbles ...] [--seeds 0 1 2] [--out runs/toy_bench]
-                             [--resume] [key=value ...]
+                             [--resume] [--cached] [key=value ...]
 
 Runs ``python -m spml_train recipe=NAME run.seed=S run.dir=OUT/seedS/NAME`` for each recipe and seed,
 one after the other (an existing run folder is deleted first, so nothing is cached; ``--resume``
 instead keeps the runs that finished with the same overrides - whatever code made them - so a long
-sweep can be split or continued), then reads each ``metrics.json``.
+sweep can be split or continued; ``--cached`` runs again in the existing folders, where the
+pipeline's hash-keyed stages redo only what the configuration changed - a pseudo-label setting
+reruns the pseudo labels and stage 2 on the cached stage 1 - and marks those wall times as
+partial), then reads each ``metrics.json``.
 
 One toy run's mIoU moves by a few points with the seed (the fully supervised bound most: its
 validation set is 64 scenes), so the weak / full ratios are taken between the **means over the
@@ -28,14 +31,18 @@ from pathlib import Path
 RECIPES = ["toy_full", "toy_scribbles", "toy_points", "toy_boxes", "toy_tags"]
 
 
-def run_one(name: str, seed: int, run_dir: Path, overrides: list[str], resume: bool) -> dict:
-    """One recipe at one seed; ``{"wall_s", "mIoU", "stages", "label_miou"}`` or ``{"error", ...}``."""
+def run_one(name: str, seed: int, run_dir: Path, overrides: list[str], resume: bool, cached: bool = False) -> dict:
+    """One recipe at one seed; ``{"wall_s", "mIoU", "stages", "label_miou"}`` (``"cached": True`` when
+    earlier stages were reused) or ``{"error", ...}``."""
     record = run_dir / "bench.json"
     if resume and record.is_file() and (run_dir / "metrics.json").is_file():
         done = json.loads(record.read_text())
         if done.get("overrides") == overrides:
-            return {**_read(run_dir), "wall_s": done["wall_s"], "resumed": True}
-    shutil.rmtree(run_dir, ignore_errors=True)
+            return {**_read(run_dir), "wall_s": done["wall_s"], "resumed": True,
+                    **({"cached": True} if done.get("cached") else {})}
+    cached = cached and (run_dir / "stages.json").is_file()
+    if not cached:
+        shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, "-m", "spml_train", f"recipe={name}", f"run.dir={run_dir}", f"run.seed={seed}",
            "run.progress=false", *overrides]
     t0 = time.perf_counter()
@@ -44,8 +51,8 @@ def run_one(name: str, seed: int, run_dir: Path, overrides: list[str], resume: b
     if proc.returncode:
         print(proc.stderr[-3000:], file=sys.stderr)
         return {"error": proc.returncode, "wall_s": wall}
-    record.write_text(json.dumps({"wall_s": wall, "overrides": overrides}) + "\n")
-    return {**_read(run_dir), "wall_s": wall}
+    record.write_text(json.dumps({"wall_s": wall, "overrides": overrides, **({"cached": True} if cached else {})}) + "\n")
+    return {**_read(run_dir), "wall_s": wall, **({"cached": True} if cached else {})}
 
 
 def _read(run_dir: Path) -> dict:
@@ -71,6 +78,8 @@ def summarise(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
                      "mIoU_sd": round(statistics.stdev(final), 2) if len(final) > 1 else 0.0,
                      "stage1_mean": round(statistics.fmean(stage1), 2),
                      "wall_s_mean": round(statistics.fmean(r["wall_s"] for r in ok.values()), 1)}
+        if any(r.get("cached") for r in ok.values()):
+            out[name]["wall_s_partial"] = True  # some runs reused earlier stages
         failed = sorted(set(by_seed) - set(ok))
         if failed:
             out[name]["failed_seeds"] = failed
@@ -91,6 +100,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/toy_bench", help="parent of the run folders")
     ap.add_argument("--resume", action="store_true",
                     help="keep runs that already finished with the same overrides instead of redoing them")
+    ap.add_argument("--cached", action="store_true",
+                    help="rerun in existing run folders: the pipeline redoes only the stages whose settings changed")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for every recipe")
     # key=value tokens are overrides wherever they stand (after --seeds 0 1 too, which would take them)
     argv = sys.argv[1:]
@@ -105,11 +116,12 @@ def main() -> None:
     runs: dict[str, dict[int, dict]] = {}
     for name in args.recipes:
         for seed in args.seeds:
-            r = run_one(name, seed, out / f"seed{seed}" / name, args.overrides, args.resume)
+            r = run_one(name, seed, out / f"seed{seed}" / name, args.overrides, args.resume, args.cached)
             runs.setdefault(name, {})[seed] = r
             if "mIoU" in r:
                 print(f"{name:<14} seed {seed}  {r['wall_s']:7.1f} s  mIoU {r['mIoU']:6.2f}  stages {r['stages']}  "
-                      f"labels {r['label_miou']}{'  (resumed)' if r.get('resumed') else ''}", flush=True)
+                      f"labels {r['label_miou']}{'  (resumed)' if r.get('resumed') else ''}"
+                      f"{'  (stages reused: partial wall time)' if r.get('cached') else ''}", flush=True)
             else:
                 print(f"{name:<14} seed {seed}  FAILED (exit {r['error']})", flush=True)
     summary = summarise(runs)

@@ -106,12 +106,29 @@ def pseudo_label(model, image: torch.Tensor, rgb: np.ndarray, present: list[int]
                  num_classes: int, background: int | None, cam_model=None, foreground: list[int] | None = None,
                  cams: torch.Tensor | None = None, allowed: np.ndarray | None = None,
                  flip_perm: torch.Tensor | None = None, cam_scales=(1.0,)) -> np.ndarray:
-    """The dense pseudo label ``(H, W)`` uint8 of one image.
+    """The dense pseudo label ``(H, W)`` uint8 of one image: ``pseudo_probs`` refined by the dense CRF.
 
     image: ``(3, H, W)`` normalised, on the model's device; rgb: ``(H, W, 3)`` uint8;
     ``source="cam"``: ``foreground`` and either ``cam_model`` or precomputed ``cams``
     ``(len(foreground), H, W)`` (external CAMs); ``allowed`` ``(C, H, W)`` bool (boxes).
     """
+    probs = pseudo_probs(model, image, present, params, num_classes=num_classes, background=background,
+                         cam_model=cam_model, foreground=foreground, cams=cams, allowed=allowed,
+                         flip_perm=flip_perm, cam_scales=cam_scales)
+    if params.crf:
+        probs = dense_crf(torch.from_numpy(rgb).to(image.device), probs, params.crf_params)
+        if allowed is not None:  # the CRF's smoothing must not hand a pixel a class its boxes exclude
+            probs = probs * torch.from_numpy(allowed).to(probs.device)
+    return probs.argmax(0).to(torch.uint8).cpu().numpy()
+
+
+@torch.no_grad()
+def pseudo_probs(model, image: torch.Tensor, present: list[int], params: PseudoParams, *,
+                 num_classes: int, background: int | None, cam_model=None, foreground: list[int] | None = None,
+                 cams: torch.Tensor | None = None, allowed: np.ndarray | None = None,
+                 flip_perm: torch.Tensor | None = None, cam_scales=(1.0,)) -> torch.Tensor:
+    """The class probabilities ``(C, H, W)`` of one image before the dense CRF: scores, random walk,
+    upsampled, box constraint, normalised over classes. Arguments as ``pseudo_label``."""
     model.eval()
     _, H, W = image.shape
     grid = (-(-H // params.stride), -(-W // params.stride))
@@ -149,12 +166,7 @@ def pseudo_label(model, image: torch.Tensor, rgb: np.ndarray, present: list[int]
     scores = F.interpolate(scores, size=(H, W), mode="bilinear", align_corners=False)[0]
     if allowed is not None:
         scores = scores * torch.from_numpy(allowed).to(scores.device)
-    probs = scores / scores.sum(0, keepdim=True).clamp(min=1e-5)
-    if params.crf:
-        probs = dense_crf(torch.from_numpy(rgb).to(image.device), probs, params.crf_params)
-        if allowed is not None:  # the CRF's smoothing must not hand a pixel a class its boxes exclude
-            probs = probs * torch.from_numpy(allowed).to(probs.device)
-    return probs.argmax(0).to(torch.uint8).cpu().numpy()
+    return scores / scores.sum(0, keepdim=True).clamp(min=1e-5)
 
 
 def relabel_split(src: Path, split: str, dst: Path, vocab: Vocabulary,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from spml_train.pseudo.crf import CRFParams
-from spml_train.pseudo.labels import PseudoParams, box_mask, present_classes, pseudo_label
+from spml_train.pseudo.crf import CRFParams, dense_crf
+from spml_train.pseudo.labels import PseudoParams, box_mask, present_classes, pseudo_label, pseudo_probs
 from weaklabels.types import Vocabulary
 
 VOCAB = Vocabulary(names=("background", "a", "b"))
@@ -78,6 +78,21 @@ def test_boxes_keep_each_class_inside_its_box():
     allowed = box_mask([{"x0": 0.0, "y0": 0.0, "x1": 8.0, "y1": 32.0, "label": 1}], 3, 0, 32, 32)
     out = _run(PseudoParams(stride=8, crf=True, crf_params=CRFParams(iterations=2)), allowed=allowed)
     assert (out[:, 8:] == 0).all() and (out[:, :8] == 1).mean() > 0.8
+
+
+def test_the_label_is_the_crf_of_the_probabilities_before_it():
+    # pseudo_probs is what the CRF refines (benchmarks/crf_sweep.py scores CRF settings on it)
+    allowed = box_mask([{"x0": 0.0, "y0": 0.0, "x1": 20.0, "y1": 32.0, "label": 1}], 3, 0, 32, 32)
+    crf = CRFParams(iterations=3, bilateral_rgb=30.0)
+    probs = pseudo_probs(Halves(), _image(), [0, 1], PseudoParams(stride=8, crf_params=crf), num_classes=3,
+                         background=0, allowed=allowed)
+    assert probs.shape == (3, 32, 32) and torch.allclose(probs.sum(0), torch.ones(32, 32))
+    assert (probs[1][~torch.from_numpy(allowed[1])] == 0).all() and (probs[2] == 0).all()
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[:, :8] = 200
+    refined = dense_crf(torch.from_numpy(rgb), probs, crf) * torch.from_numpy(allowed)
+    assert np.array_equal(_run(PseudoParams(stride=8, crf_params=crf), allowed=allowed), refined.argmax(0).numpy())
+    assert np.array_equal(_run(PseudoParams(stride=8, crf=False), allowed=allowed), probs.argmax(0).numpy())
 
 
 def test_cam_source_uses_background_power():
