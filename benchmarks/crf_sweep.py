@@ -36,8 +36,7 @@ def main() -> None:
     from spml_train.engine import load_trained
     from spml_train.evaluate import confusion, scores
     from spml_train.pipeline import pseudo_params, stage_dirs
-    from spml_train.pseudo.crf import dense_crf
-    from spml_train.pseudo.labels import box_mask, present_classes, pseudo_probs
+    from spml_train.pseudo.labels import pseudo_probs, refine, weak_constraints
     from weaklabels.types import Vocabulary
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -66,8 +65,8 @@ def main() -> None:
     model = load_trained(cfg, C, dirs["stage1"], device).eval()
     params = pseudo_params(cfg, "head")
     grid = list(itertools.product(args.weights, args.xy, args.rgb))
-    settings = [dataclasses.replace(params.crf_params, bilateral_weight=w, bilateral_xy=xy, bilateral_rgb=rgb)
-                for w, xy, rgb in grid]
+    settings = [dataclasses.replace(params, crf=True, crf_params=dataclasses.replace(
+        params.crf_params, bilateral_weight=w, bilateral_xy=xy, bilateral_rgb=rgb)) for w, xy, rgb in grid]
     conf = np.zeros((len(settings), C, C), np.int64)
     n, t0 = 0, time.perf_counter()
     for f in sorted((train / "data").glob(f"{cfg.data.train_split}-*.parquet")):
@@ -79,17 +78,11 @@ def main() -> None:
             if not row.get("gt"):
                 raise SystemExit(f"{train}: item {row['image_id']!r} has no gt to score against")
             gt = np.array(Image.open(io.BytesIO(row["gt"]["bytes"])))
-            boxes = [b for b in row["boxes"] if not b["crowd"]]
-            allowed = box_mask(boxes, C, vocab.background, *weak.shape) \
-                if kind == "boxes" and params.box_constraint else None
-            probs = pseudo_probs(model, normalize(rgb).to(device), present_classes(kind, row["tags"], weak, boxes, vocab),
-                                 params, num_classes=C, background=vocab.background, allowed=allowed)
-            image = torch.from_numpy(rgb)
-            for k, crf in enumerate(settings):
-                q = dense_crf(image, probs, crf)
-                if allowed is not None:
-                    q = q * torch.from_numpy(allowed)
-                conf[k] += confusion(q.argmax(0).numpy(), gt, C, vocab.ignore)
+            present, allowed = weak_constraints(kind, row, weak, vocab, params.box_constraint)
+            probs = pseudo_probs(model, normalize(rgb).to(device), present, params, num_classes=C,
+                                 background=vocab.background, allowed=allowed)
+            for k, p in enumerate(settings):
+                conf[k] += confusion(refine(probs, rgb, p, allowed).argmax(0).numpy(), gt, C, vocab.ignore)
             n += 1
     names = list(vocab.names)
     rows = []

@@ -32,14 +32,13 @@ RECIPES = ["toy_full", "toy_scribbles", "toy_points", "toy_boxes", "toy_tags"]
 
 
 def run_one(name: str, seed: int, run_dir: Path, overrides: list[str], resume: bool, cached: bool = False) -> dict:
-    """One recipe at one seed; ``{"wall_s", "mIoU", "stages", "label_miou"}`` (``"cached": True`` when
-    earlier stages were reused) or ``{"error", ...}``."""
+    """One recipe at one seed; ``{"wall_s", "mIoU", "stages", "label_miou", "cached"}``
+    (``cached``: earlier stages were reused) or ``{"error", ...}``."""
     record = run_dir / "bench.json"
     if resume and record.is_file() and (run_dir / "metrics.json").is_file():
         done = json.loads(record.read_text())
         if done.get("overrides") == overrides:
-            return {**_read(run_dir), "wall_s": done["wall_s"], "resumed": True,
-                    **({"cached": True} if done.get("cached") else {})}
+            return {**_read(run_dir), "wall_s": done["wall_s"], "resumed": True, "cached": done.get("cached", False)}
     cached = cached and (run_dir / "stages.json").is_file()
     if not cached:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -51,8 +50,8 @@ def run_one(name: str, seed: int, run_dir: Path, overrides: list[str], resume: b
     if proc.returncode:
         print(proc.stderr[-3000:], file=sys.stderr)
         return {"error": proc.returncode, "wall_s": wall}
-    record.write_text(json.dumps({"wall_s": wall, "overrides": overrides, **({"cached": True} if cached else {})}) + "\n")
-    return {**_read(run_dir), "wall_s": wall, **({"cached": True} if cached else {})}
+    record.write_text(json.dumps({"wall_s": wall, "overrides": overrides, "cached": cached}) + "\n")
+    return {**_read(run_dir), "wall_s": wall, "cached": cached}
 
 
 def _read(run_dir: Path) -> dict:

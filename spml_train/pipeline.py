@@ -389,7 +389,7 @@ def _pseudo_stage(cfg, model, scorer, cam_model, source: str, train_dir: Path, o
                   flip_perm) -> dict:
     """Dense pseudo labels for the training split, from the original weak labels' classes."""
     from spml_train.data import normalize
-    from spml_train.pseudo.labels import box_mask, present_classes, pseudo_label, relabel_split
+    from spml_train.pseudo.labels import pseudo_label, relabel_split, weak_constraints
 
     import io
 
@@ -419,10 +419,7 @@ def _pseudo_stage(cfg, model, scorer, cam_model, source: str, train_dir: Path, o
         if limit and seen["n"] >= limit:
             return np.where(weak < C, weak, vocab.ignore).astype(np.uint8)  # beyond the limit: weak labels only
         seen["n"] += 1
-        boxes = [b for b in row["boxes"] if not b["crowd"]]
-        present = present_classes(kind, row["tags"], weak, boxes, vocab)
-        allowed = box_mask(boxes, C, vocab.background, *weak.shape) if kind == "boxes" and params.box_constraint \
-            else None
+        present, allowed = weak_constraints(kind, row, weak, vocab, params.box_constraint)
         cams = None
         if source == "cam" and cam_model is None:  # external CAMs, checked by the CAM stage already
             cams = torch.from_numpy(np.load(Path(cfg.data.cam.dir) / f"{row['image_id']}.npy"))

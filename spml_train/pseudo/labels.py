@@ -95,6 +95,28 @@ def box_mask(boxes: list[dict], num_classes: int, background: int | None, h: int
     return allowed
 
 
+def weak_constraints(kind: str, row: dict, weak: np.ndarray, vocab: Vocabulary,
+                     box_constraint: bool = True) -> tuple[list[int], np.ndarray | None]:
+    """What one training row's weak label allows: its classes (``present_classes``) and, for boxes
+    with the box constraint, where each class may be (``box_mask``; ``None`` otherwise)."""
+    boxes = [b for b in row["boxes"] if not b["crowd"]]
+    present = present_classes(kind, row["tags"], weak, boxes, vocab)
+    allowed = box_mask(boxes, len(vocab), vocab.background, *weak.shape) if kind == "boxes" and box_constraint \
+        else None
+    return present, allowed
+
+
+def refine(probs: torch.Tensor, rgb: np.ndarray, params: PseudoParams,
+           allowed: np.ndarray | None = None) -> torch.Tensor:
+    """``pseudo_probs`` after the dense CRF (when ``params.crf``), boxes' constraint kept."""
+    if not params.crf:
+        return probs
+    probs = dense_crf(torch.from_numpy(rgb).to(probs.device), probs, params.crf_params)
+    if allowed is not None:  # the CRF's smoothing must not hand a pixel a class its boxes exclude
+        probs = probs * torch.from_numpy(allowed).to(probs.device)
+    return probs
+
+
 @torch.no_grad()
 def _views(model, image: torch.Tensor) -> tuple[dict, dict]:
     out = model(torch.stack([image, image.flip(-1)]))
@@ -115,11 +137,7 @@ def pseudo_label(model, image: torch.Tensor, rgb: np.ndarray, present: list[int]
     probs = pseudo_probs(model, image, present, params, num_classes=num_classes, background=background,
                          cam_model=cam_model, foreground=foreground, cams=cams, allowed=allowed,
                          flip_perm=flip_perm, cam_scales=cam_scales)
-    if params.crf:
-        probs = dense_crf(torch.from_numpy(rgb).to(image.device), probs, params.crf_params)
-        if allowed is not None:  # the CRF's smoothing must not hand a pixel a class its boxes exclude
-            probs = probs * torch.from_numpy(allowed).to(probs.device)
-    return probs.argmax(0).to(torch.uint8).cpu().numpy()
+    return refine(probs, rgb, params, allowed).argmax(0).to(torch.uint8).cpu().numpy()
 
 
 @torch.no_grad()
